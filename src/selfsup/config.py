@@ -1,0 +1,179 @@
+"""Run configuration: pydantic models, YAML files and ``key=value`` overrides.
+
+A run is fully described by a ``RunConfig``; the resolved config is written into the run folder
+so every number can be reproduced. Any wrong key or value is a one-line ``ConfigError`` naming it
+(and, for a misspelt key, the nearest valid one).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from selfsup.encoders import EncoderConfig
+from selfsup.methods import METHODS, method_config
+from selfsup.train.config import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a config file or override; the message is one line."""
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = "digits:train"
+    image_size: int | None = None
+    channels: int | None = None
+    images_key: str | None = None
+    labels_key: str | None = None
+    num_workers: int = 2
+
+
+class RunConfig(BaseModel):
+    """Everything a pretraining run needs. ``method`` holds ``name`` plus that method's options."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: dict[str, Any] = Field(default_factory=lambda: {"name": "mae"})
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: str | None = None
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, v: Any) -> dict[str, Any]:
+        if isinstance(v, str):
+            v = {"name": v}
+        v = dict(v)
+        name = v.pop("name", "mae")
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
+        return {"name": name, **method_config(name, v).model_dump()}
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+    @property
+    def method_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.method.items() if k != "name"}
+
+
+def _fields(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _check_key(path: list[str], method_name: str) -> None:
+    """Raise ConfigError for a dotted key that names nothing, suggesting the nearest valid key."""
+    sections: dict[str, list[str]] = {
+        "": _fields(RunConfig),
+        "encoder": _fields(EncoderConfig),
+        "data": _fields(DataConfig),
+        "train": _fields(TrainConfig),
+        "method": ["name", *_fields(METHODS[method_name].Config)] if method_name in METHODS else ["name"],
+    }
+    head = path[0]
+    if len(path) == 1:
+        valid = sections[""]
+        if head in valid and head not in ("encoder", "data", "train", "method") or head == "method":
+            return
+    elif len(path) == 2 and head in sections and head != "":
+        valid = sections[head]
+        if path[1] in valid:
+            return
+    valid_all = [k for k in sections[""] if k not in sections] + [
+        f"{s}.{k}" for s in ("method", "encoder", "data", "train") for k in sections[s]
+    ]
+    key = ".".join(path)
+    near = difflib.get_close_matches(key, valid_all, n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a raw config dict."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        path = key.strip().split(".")
+        method = raw.get("method", "mae")
+        method_name = method if isinstance(method, str) else dict(method).get("name", "mae")
+        _check_key(path, method_name)
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        if len(path) == 1:
+            raw[path[0]] = parsed
+        else:
+            section = raw.get(path[0], {})
+            section = {"name": section} if isinstance(section, str) else dict(section)
+            section[path[1]] = parsed
+            raw[path[0]] = section
+    return raw
+
+
+def _explain(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+    if e["type"] == "extra_forbidden":
+        section, _, key = loc.rpartition(".")
+        section = section or ""
+        candidates = {
+            "": _fields(RunConfig), "encoder": _fields(EncoderConfig), "data": _fields(DataConfig),
+            "train": _fields(TrainConfig),
+        }.get(section, [])
+        near = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+        return f"unknown config key {loc!r}" + (f"; did you mean {(section + '.' if section else '') + near[0]!r}?"
+                                                  if near else "")
+    msg = e["msg"].removeprefix("Value error, ")
+    got = e.get("input")
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    return f"bad value for {loc or 'config'!r}: {msg}{shown}"
+
+
+def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Validate a raw dict (+ overrides) into a RunConfig, with one-line errors."""
+    raw = apply_overrides(raw or {}, overrides or [])
+    try:
+        return RunConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError(_explain(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                **fields: Any) -> RunConfig:
+    """Read a YAML file (optional), apply ``fields`` (section dicts) then ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse {p}: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p} must hold a mapping of config sections")
+    for section, values in fields.items():
+        if values is None:
+            continue
+        if isinstance(values, dict):
+            merged = dict(raw.get(section) or {}) if not isinstance(raw.get(section), str) else {
+                "name": raw[section]}
+            merged.update(values)
+            raw[section] = merged
+        else:
+            raw[section] = values
+    return build_config(raw, overrides)
+
+
+def dump_config(cfg: RunConfig, path: Path) -> None:
+    data = cfg.model_dump(mode="json")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,123 @@
+"""Result records: the machine-readable shape of every measured number in ``metrics.json``.
+
+A record is one metric of one (task, protocol, encoder, label budget), summarised over seeds:
+``{"task", "protocol", "encoder", "shots" | "label_fraction", "metric", "mean", "std", "n_seeds",
+"values", ...extra}``. ``std`` is the population standard deviation (numpy ``ddof=0``) of the
+per-seed values, which are kept in ``values`` so any other summary can be recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+IDENTITY = ("task", "protocol", "encoder", "shots", "label_fraction", "metric", "peer")
+
+
+def record(
+    task: str,
+    protocol: str,
+    encoder: str,
+    metric: str,
+    values: list[float],
+    *,
+    shots: int | None = None,
+    label_fraction: float | None = None,
+    **extra,
+) -> dict:
+    """One record from per-seed ``values``; give ``shots`` or ``label_fraction`` (or neither)."""
+    if shots is not None and label_fraction is not None:
+        raise ValueError("a record has shots or label_fraction, not both")
+    if not values:
+        raise ValueError("a record needs at least one value")
+    v = np.asarray(values, dtype=np.float64)
+    out: dict = {"task": task, "protocol": protocol, "encoder": encoder}
+    if shots is not None:
+        out["shots"] = int(shots)
+    if label_fraction is not None:
+        out["label_fraction"] = float(label_fraction)
+    out.update(metric=metric, mean=float(v.mean()), std=float(v.std(ddof=0)), n_seeds=len(v),
+               values=[float(x) for x in v])
+    out.update(extra)
+    return out
+
+
+def identity(rec: dict) -> tuple:
+    """The merge key of a record: the fields of ``IDENTITY`` (missing ones count as None)."""
+    return tuple(rec.get(k) for k in IDENTITY)
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """Records in ``path`` (a JSON list); an absent file has none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if not isinstance(data, list):
+        raise ValueError(f"{path} should hold a JSON list of records, found {type(data).__name__}")
+    return data
+
+
+def merge_records(path: str | Path, new: list[dict]) -> list[dict]:
+    """Merge ``new`` into the records at ``path``: same identity replaces in place, others append.
+
+    Written atomically (temporary file in the same folder, then rename). Returns the merged list.
+    """
+    path = Path(path)
+    records = load_records(path)
+    position = {identity(r): i for i, r in enumerate(records)}
+    for rec in new:
+        key = identity(rec)
+        if key in position:
+            records[position[key]] = rec
+        else:
+            position[key] = len(records)
+            records.append(rec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(records, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return records
+
+
+def budget(rec: dict) -> str:
+    """Human label of a record's label budget: "5-shot", "10%" or "all"."""
+    if rec.get("shots") is not None:
+        return f"{rec['shots']}-shot"
+    if rec.get("label_fraction") is not None:
+        return f"{100 * rec['label_fraction']:g}%"
+    return "all"
+
+
+def format_table(records: list[dict]) -> str:
+    """Plain-text table: task, protocol, encoder (peer), budget, metric, mean ± std, seeds."""
+    header = ("task", "protocol", "encoder", "budget", "metric", "mean ± std", "seeds")
+    rows = [header] + [
+        (
+            str(r.get("task", "")),
+            str(r.get("protocol", "")),
+            str(r.get("encoder", "")) + (f" ({r['peer']})" if r.get("peer") else ""),
+            budget(r),
+            str(r.get("metric", "")),
+            f"{r['mean']:.4f} ± {r.get('std', 0.0):.4f}",
+            str(r.get("n_seeds", "")),
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+__all__ = ["record", "identity", "load_records", "merge_records", "budget", "format_table", "IDENTITY"]

@@ -1,0 +1,164 @@
+"""Masked autoencoder (He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners").
+
+The encoder sees only a random subset of the patches (1 - mask_ratio of them); a light decoder
+gets the encoded visible tokens plus a shared mask token at every hidden position and
+reconstructs the pixels of the hidden patches. The loss is the mean squared error on hidden
+patches only, optionally against per-patch normalised pixels (``norm_pix_loss``), which gives
+better representations.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from selfsup.data.spec import InputSpec, normalize
+from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.encoders.vit import Block, sincos_pos_embed
+
+
+class MAEConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mask_ratio: float = 0.75
+    decoder_width: int = 128
+    decoder_depth: int = 4
+    decoder_heads: int = 4
+    norm_pix_loss: bool = True
+    augment: Literal["none", "flip", "crop_flip"] = "crop_flip"
+
+
+def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, p * p * C), patches in row-major order, pixels (p, p, C)."""
+    B, C, H, W = images.shape
+    x = images.reshape(B, C, H // p, p, W // p, p)
+    return torch.einsum("bchpwq->bhwpqc", x).reshape(B, (H // p) * (W // p), p * p * C)
+
+
+def unpatchify(patches: torch.Tensor, p: int, channels: int, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, N, p * p * C) -> (B, C, H, W); inverse of ``patchify``."""
+    B = patches.shape[0]
+    gh, gw = grid
+    x = patches.reshape(B, gh, gw, p, p, channels)
+    return torch.einsum("bhwpqc->bchpwq", x).reshape(B, channels, gh * p, gw * p)
+
+
+def random_masking(batch: int, n: int, mask_ratio: float, device=None, generator=None):
+    """Per-sample random split of n positions.
+
+    Returns ``keep`` (B, n_keep) indices of the visible patches, ``mask`` (B, n) with 1 = hidden,
+    and ``restore`` (B, n), the permutation that puts [visible, hidden] back in patch order.
+    """
+    n_keep = max(1, int(round(n * (1.0 - mask_ratio))))
+    noise = torch.rand(batch, n, device=device, generator=generator)
+    shuffle = noise.argsort(dim=1)
+    restore = shuffle.argsort(dim=1)
+    keep = shuffle[:, :n_keep]
+    mask = torch.ones(batch, n, device=device)
+    mask[:, :n_keep] = 0
+    return keep, torch.gather(mask, 1, restore), restore
+
+
+def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool = True) -> torch.Tensor:
+    """Mean squared error over hidden patches. pred/target (B, N, P), mask (B, N) with 1 = hidden."""
+    if norm_pix:
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1e-6).sqrt()
+    per_patch = (pred - target).pow(2).mean(dim=-1)
+    return (per_patch * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def crop_flip(images: torch.Tensor, flip: bool, crop: bool, scale=(0.35, 1.0)) -> torch.Tensor:
+    """Batched random resized crop (same output size) and horizontal flip, on the images' device."""
+    B, _, H, W = images.shape
+    if crop:
+        area = torch.empty(B, device=images.device).uniform_(*scale)
+        logr = torch.empty(B, device=images.device).uniform_(-0.29, 0.29)  # aspect 3/4 .. 4/3
+        w = (area * logr.exp()).sqrt().clamp(max=1.0)
+        h = (area / logr.exp()).sqrt().clamp(max=1.0)
+        cx = torch.rand(B, device=images.device) * (1 - w) + w / 2
+        cy = torch.rand(B, device=images.device) * (1 - h) + h / 2
+        theta = torch.zeros(B, 2, 3, device=images.device)
+        theta[:, 0, 0], theta[:, 0, 2] = w, 2 * cx - 1
+        theta[:, 1, 1], theta[:, 1, 2] = h, 2 * cy - 1
+        grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+        images = torch.nn.functional.grid_sample(images, grid, mode="bilinear", align_corners=False)
+    if flip:
+        flipped = torch.rand(B, device=images.device) < 0.5
+        images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
+    return images
+
+
+class MAE(nn.Module):
+    """ViT encoder + light ViT decoder; ``forward`` returns loss, pred (B, N, P) and mask (B, N)."""
+
+    Config = MAEConfig
+
+    def __init__(self, cfg: MAEConfig, encoder: EncoderConfig, spec: InputSpec):
+        super().__init__()
+        if encoder.name != "vit":
+            raise ValueError("mae needs a ViT encoder (encoder.name=vit)")
+        self.cfg, self.spec = cfg, spec
+        self.encoder = build_encoder(encoder, spec)
+        enc = self.encoder
+        self.patch_size = enc.patch_size
+        D, d = enc.embed_dim, cfg.decoder_width
+        self.decoder_embed = nn.Linear(D, d)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.decoder_pos_embed = nn.Parameter(sincos_pos_embed(d, enc.grid), requires_grad=False)
+        self.decoder_blocks = nn.ModuleList(Block(d, cfg.decoder_heads) for _ in range(cfg.decoder_depth))
+        self.decoder_norm = nn.LayerNorm(d, eps=1e-6)
+        self.decoder_pred = nn.Linear(d, enc.patch_size**2 * enc.in_chans)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()]:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def decode(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+        """Encoded [CLS, visible] (B, 1 + n_keep, D) -> pixel predictions for all patches (B, N, P)."""
+        x = self.decoder_embed(latent)
+        B, N = restore.shape
+        hidden = self.mask_token.expand(B, N - (x.shape[1] - 1), -1)
+        x_ = torch.cat([x[:, 1:], hidden], dim=1)
+        x_ = torch.gather(x_, 1, restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = torch.cat([x[:, :1], x_], dim=1) + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_pred(self.decoder_norm(x))[:, 1:]
+
+    def forward(self, batch: dict, mask_ratio: float | None = None) -> dict:
+        images = batch["image"]
+        if self.training and self.cfg.augment != "none":
+            images = crop_flip(images, flip=True, crop=self.cfg.augment == "crop_flip")
+        x = normalize(images)
+        tokens = self.encoder.embed_patches(x)
+        B, N, _ = tokens.shape
+        ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
+        keep, mask, restore = random_masking(B, N, ratio, device=x.device)
+        latent = self.encoder.forward_tokens(tokens, keep)
+        pred = self.decode(latent, restore)
+        loss = mae_loss(pred, patchify(x, self.patch_size), mask, self.cfg.norm_pix_loss)
+        return {"loss": loss, "pred": pred, "mask": mask}
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
+        """Float images in [0, 1] -> masked input, reconstruction and the two pasted, all in [0, 1]."""
+        x = normalize(images)
+        out = self.forward({"image": images}, mask_ratio)
+        pred, mask = out["pred"], out["mask"]
+        if self.cfg.norm_pix_loss:  # undo the per-patch normalisation with the true patch stats
+            target = patchify(x, self.patch_size)
+            pred = pred * (target.var(-1, keepdim=True) + 1e-6).sqrt() + target.mean(-1, keepdim=True)
+        grid, p, C = self.encoder.grid_for(x), self.patch_size, self.encoder.in_chans
+        recon = unpatchify(pred, p, C, grid)
+        m = unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * C), p, C, grid)
+        from selfsup.data.spec import denormalize
+
+        return {
+            "masked": images * (1 - m),
+            "reconstruction": denormalize(recon),
+            "pasted": images * (1 - m) + denormalize(recon) * m,
+        }

@@ -1,0 +1,64 @@
+"""Training options: length (epochs, steps or a wall-clock budget), optimiser, precision, devices."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hms]?)")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'90s', '10m', '1h30m', '2.5m' or a plain number of seconds -> seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    s = text.strip().lower()
+    parts = _DURATION.findall(s)
+    if not s or "".join(n + u for n, u in parts) != s.replace(" ", ""):
+        raise ValueError(f"cannot read duration {text!r}; write e.g. 90s, 10m or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1, "": 1}[u] for n, u in parts)
+
+
+
+class TrainConfig(BaseModel):
+    """How long and how to optimise. Exactly one of epochs / steps / budget sets the length."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int | None = None
+    steps: int | None = None
+    budget: str | None = None
+    batch_size: int = 256
+    lr: float = 1.5e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup: float = Field(0.05, ge=0.0, lt=1.0, description="fraction of the steps spent warming up")
+    min_lr: float = 0.0
+    grad_clip: float | None = None
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    seed: int = 0
+    ckpt_every: int = 200
+    log_every: int = 10
+    max_bad_steps: int = 20
+    compile: bool = False
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        given = [k for k in ("epochs", "steps", "budget") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of epochs, steps or budget, not {' and '.join(given)}")
+        if not given:
+            self.epochs = 1
+        return self
