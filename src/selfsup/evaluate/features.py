@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from selfsup.data.spec import normalize, to_float
@@ -87,9 +88,20 @@ def cached_features(
     return feats
 
 
-def raw_features(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """The pixel baseline: uint8 (N, C, H, W) -> flattened float pixels in [0, 1], (N, C * H * W)."""
-    return to_float(as_tensor(images)).reshape(len(images), -1)
+def raw_features(images: np.ndarray | torch.Tensor, max_side: int | None = None) -> torch.Tensor:
+    """The pixel baseline: uint8 (N, C, H, W) -> flattened float pixels in [0, 1], (N, C * h * w).
+
+    With ``max_side``, larger images are first area-averaged down to at most that side, which keeps
+    the baseline's memory bounded for large images (224 px RGB would be 150k numbers per image).
+    """
+    images = as_tensor(images)
+    H, W = images.shape[-2:]
+    if max_side is None or max(H, W) <= max_side:
+        return to_float(images).reshape(len(images), -1)
+    size = (min(H, max_side), min(W, max_side))
+    return torch.cat([
+        F.adaptive_avg_pool2d(to_float(images[i : i + 1024]), size).flatten(1) for i in range(0, len(images), 1024)
+    ])
 
 
 __all__ = ["extract_features", "cached_features", "raw_features", "fingerprint"]

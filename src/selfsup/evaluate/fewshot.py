@@ -100,6 +100,7 @@ def evaluate_few_label(
     seeds: Sequence[int] = (0, 1, 2),
     recipe: FinetuneRecipe | None = None,
     feature_cache_dir: str | Path | None = None,
+    raw_max_side: int | None = 64,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
@@ -110,7 +111,8 @@ def evaluate_few_label(
     protocol, "raw" pixels for knn and linear, and "scratch" (``make_scratch_encoder()``, seeded
     per seed) under "finetune", run even when only frozen protocols are asked so the baseline is
     always there, unless ``make_scratch_encoder`` is None. Metrics: "top1", plus "auroc" for 2
-    classes. Each seed redraws the labelled subset and reseeds training.
+    classes. Each seed redraws the labelled subset and reseeds training. SSL features are cached in
+    ``feature_cache_dir`` when given; raw pixels are area-averaged to at most ``raw_max_side``.
     """
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
@@ -132,7 +134,7 @@ def evaluate_few_label(
         log(f"{task}: extracting features of {len(train_images)} + {len(test_images)} images")
         feats["ssl"] = tuple(cached_features(encoder, x, feature_cache_dir, device=device)
                              for x in (train_images, test_images))
-        feats["raw"] = (raw_features(train_images), raw_features(test_images))
+        feats["raw"] = (raw_features(train_images, raw_max_side), raw_features(test_images, raw_max_side))
 
     runs: list[tuple[str, str]] = [(p, e) for p in frozen for e in ("ssl", "raw")]
     if "finetune" in protocols:

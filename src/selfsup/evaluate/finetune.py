@@ -4,15 +4,16 @@ The same function and recipe train the supervised-from-scratch baseline (a fresh
 encoder of the same architecture), so SSL and scratch differ only in their starting weights.
 Optimiser as in MAE fine-tuning (He et al. 2021): AdamW, linear warmup then cosine decay, no
 weight decay on biases, norms and position embeddings, optional layer-wise lr decay for ViTs
-(Bao et al. 2021, BEiT). Augmentation is a random shift of a few pixels (replicate padding, then
-a random crop back to size), done on the batch in torch; horizontal flips are off by default
-because they change the meaning of digits and text.
+(Bao et al. 2021, BEiT). Augmentation is a random shift by up to an eighth of the side (CIFAR's
+4 px of 32): replicate padding, then a random crop back to size, done on the batch in torch.
+Horizontal flips are off by default because they change the meaning of digits and text.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ from selfsup.evaluate.features import as_tensor, module_device
 class FinetuneRecipe:
     """Fine-tuning hyper-parameters; the defaults suit tens to thousands of small labelled images."""
 
-    steps: int = 300
+    steps: int = 200
     lr: float = 1e-3
     batch_size: int = 64
     weight_decay: float = 0.05
@@ -36,7 +37,7 @@ class FinetuneRecipe:
     label_smoothing: float = 0.1
     layer_decay: float = 1.0  # ViT layer-wise lr decay; 1.0 = off
     augment: bool = True
-    shift: int = 2  # max translation in pixels when augmenting
+    shift: float = 0.125  # max translation as a fraction of the image side (CIFAR's 4 px of 32)
     flip: bool = False
 
 
@@ -132,6 +133,8 @@ def finetune(
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         model = Classifier(copy.deepcopy(encoder), num_classes).to(device)
+        if not any(p.requires_grad for p in model.encoder.parameters()):
+            warnings.warn("the encoder has no trainable parameters (frozen?): only the head is trained", stacklevel=2)
         groups = param_groups(model, r.weight_decay, r.layer_decay)
         opt = torch.optim.AdamW(groups, lr=r.lr, betas=(0.9, 0.999))
         warmup = max(1, int(r.warmup_frac * r.steps))
@@ -142,7 +145,7 @@ def finetune(
             idx = torch.randperm(n, generator=g)[: r.batch_size].to(device)
             x = to_float(x_train[idx])
             if r.augment:
-                x = random_shift(x, r.shift, g)
+                x = random_shift(x, max(1, round(r.shift * x.shape[-1])) if r.shift > 0 else 0, g)
                 if r.flip:
                     flip = (torch.rand(len(x), generator=g) < 0.5).to(device)[:, None, None, None]
                     x = torch.where(flip, x.flip(-1), x)

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-IDENTITY = ("task", "protocol", "encoder", "shots", "label_fraction", "metric", "peer")
+# What a record measured; a new record replaces an old one with the same values of these fields.
+# "peer" names a compared library (benchmarks), "defect" a slice of an anomaly-detection test set.
+IDENTITY = ("task", "protocol", "encoder", "shots", "label_fraction", "metric", "peer", "defect")
 
 
 def record(

@@ -18,10 +18,17 @@ from torch import nn
 
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig
+from selfsup.methods.clip import CLIP, SigLIP
+from selfsup.methods.dino import DINO
 from selfsup.methods.mae import MAE
+from selfsup.methods.simclr import SimCLR
 
 METHODS: dict[str, type[nn.Module]] = {
     "mae": MAE,
+    "simclr": SimCLR,
+    "dino": DINO,
+    "clip": CLIP,
+    "siglip": SigLIP,
 }
 
 

@@ -27,7 +27,7 @@ class MAEConfig(BaseModel):
     decoder_depth: int = 4
     decoder_heads: int = 4
     norm_pix_loss: bool = True
-    augment: Literal["none", "flip", "crop_flip"] = "crop_flip"
+    augment: Literal["none", "flip", "crop", "crop_flip"] = "crop_flip"
 
 
 def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
@@ -132,7 +132,7 @@ class MAE(nn.Module):
     def forward(self, batch: dict, mask_ratio: float | None = None) -> dict:
         images = batch["image"]
         if self.training and self.cfg.augment != "none":
-            images = crop_flip(images, flip=True, crop=self.cfg.augment == "crop_flip")
+            images = crop_flip(images, flip="flip" in self.cfg.augment, crop="crop" in self.cfg.augment)
         x = normalize(images)
         tokens = self.encoder.embed_patches(x)
         B, N, _ = tokens.shape

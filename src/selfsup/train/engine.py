@@ -84,6 +84,8 @@ class PretrainModule(L.LightningModule):
         skipped = batch.pop("skipped", [])
         self.n_skipped += len(skipped)
         self.skipped_examples.extend(skipped[: max(0, 20 - len(self.skipped_examples))])
+        if len(batch.get("label", [None])) == 0:
+            return None  # every sample of this batch was unreadable
         out = self.method(batch)
         loss = out["loss"]
         finite = torch.isfinite(loss.detach()).float()
