@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/selfsup demo --out runs/demo
+	$(BIN)/selfsup demo
 
 # The whole suite (slow end-to-end tests included); CI runs this.
 test: $(STAMP)

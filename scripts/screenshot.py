@@ -33,7 +33,7 @@ def screenshot(html: str | Path, out: str | Path, width: int = 1280, height: int
     html, out = Path(html).resolve(), Path(out).resolve()
     if not html.exists():
         raise FileNotFoundError(f"no such HTML file: {html}")
-    chromium = chromium or find_chromium()
+    chromium = shutil.which(chromium) if chromium else find_chromium()
     if chromium is None:
         raise FileNotFoundError("Chromium not found; install it with: apt-get update && apt-get install -y chromium")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -57,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", nargs="?", help="PNG to write (default: next to the HTML, .png)")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=4000)
+    ap.add_argument("--chromium", help="browser executable (default: /usr/bin/chromium or one on PATH)")
     args = ap.parse_args(argv)
     out = args.out or Path(args.html).with_suffix(".png")
     try:
-        path = screenshot(args.html, out, args.width, args.height)
+        path = screenshot(args.html, out, args.width, args.height, chromium=args.chromium)
     except (FileNotFoundError, RuntimeError, subprocess.TimeoutExpired) as e:
         print(f"screenshot: {e}", file=sys.stderr)
         return 1

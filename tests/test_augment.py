@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from selfsup.data import augment as A
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -177,18 +173,17 @@ def test_batched_not_per_image():
     def calls(B: int) -> int:
         Count.n = 0
         with Count():
-            A.simclr_views(torch.rand(B, 3, 64, 64))
-            A.dino_views(torch.rand(B, 3, 32, 32), n_local=4)
+            A.simclr_views(torch.rand(B, 3, 48, 48))  # > 32 px: with blur
+            A.dino_views(torch.rand(B, 3, 16, 16), n_local=4)
         return Count.n
 
-    assert calls(64) == calls(512)
+    assert calls(64) == calls(256)
 
 
-def test_dino_local_solarize_and_blur_settings_documented():
+def test_dino_solarizes_only_the_second_global_view():
     # the second global view is the only one with solarization: values near 1 turn dark
     x = torch.ones(400, 1, 16, 16)
     views = A.dino_views(x, n_local=1)
     dark = [(v < 0.5).all(dim=(1, 2, 3)).float().mean().item() for v in views]
     assert dark[0] == 0 and dark[2] == 0
     assert abs(dark[1] - 0.2) < 0.07
-    assert not math.isnan(dark[1])

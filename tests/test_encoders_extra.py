@@ -12,8 +12,6 @@ from selfsup.encoders import EncoderConfig, build_encoder, resnet
 from selfsup.encoders.audio import LogMel, hz_to_mel, mel_filterbank, mel_to_hz, pad_or_trim, spec_augment
 from selfsup.encoders.text import EOT_ID, PAD_ID, SOT_ID, TextTransformer, decode, encode_batch, train_tokenizer
 
-torch.set_num_threads(1)
-
 # --- ResNet --------------------------------------------------------------------------------------
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")

@@ -11,8 +11,6 @@ from selfsup.methods.clip import clip_loss, siglip_loss
 from selfsup.methods.dino import cosine_momentum, dino_loss
 from selfsup.methods.simclr import nt_xent_loss
 
-torch.set_num_threads(1)
-
 
 def unit(rows) -> np.ndarray:
     a = np.asarray(rows, dtype=np.float64)

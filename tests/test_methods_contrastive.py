@@ -14,8 +14,6 @@ from selfsup.evaluate.retrieval import recall_at_k, retrieval
 from selfsup.evaluate.zeroshot import zero_shot
 from selfsup.methods import METHODS, build_method
 
-torch.set_num_threads(1)
-
 VIT = EncoderConfig(name="vit", size="custom", width=32, depth=2, heads=2, patch_size=4)
 SPEC = InputSpec(modality="image", channels=3, image_size=16)
 TEXT = {"vocab_size": 300, "context_length": 16, "text_width": 32, "text_depth": 1, "text_heads": 2, "embed_dim": 16}

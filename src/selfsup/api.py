@@ -37,7 +37,10 @@ def _say(msg: str) -> None:
 
 
 def new_run_dir(method: str, out: str | Path | None) -> Path:
+    """A fresh run folder; an existing run is never overwritten."""
     run = Path(out) if out else Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (run / "config.yaml").exists():
+        raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
     return run
 
@@ -277,3 +280,102 @@ def report(run: str | Path, data: str | None = None, *, max_images: int = 500, l
     path = build_report(run, method=method, images=images, labels=labels, class_names=class_names)
     log(f"report written to {path}")
     return path
+
+
+def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | None = None,
+          batch_size: int = 256, log: Log = _say) -> Path:
+    """Pooled encoder features of every sample in ``data``, saved with keys and labels.
+
+    ``.npz`` gets arrays ``features`` (N, F), ``labels`` (N,), ``keys`` (N,); ``.safetensors`` the
+    same tensors (keys in the metadata).
+    """
+    from selfsup.evaluate.features import extract_features
+
+    encoder, spec, _ = load_encoder(run)
+    src = open_source(data, image_size=spec.image_size, channels=spec.channels)
+    feats, labels, keys = [], [], []
+    seen = 0
+    for batch in src.loader(batch_size, shuffle=False):
+        if max_samples is not None and seen >= max_samples:
+            break
+        feats.append(extract_features(encoder, batch["image"], batch_size=batch_size))
+        labels.append(batch["label"])
+        keys += list(batch["key"])
+        seen += len(batch["key"])
+    if not feats:
+        raise ValueError(f"{data}: no readable samples to embed")
+    f, y = torch.cat(feats)[:max_samples], torch.cat(labels)[:max_samples]
+    keys = keys[: len(f)]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        save_file({"features": f.contiguous(), "labels": y.contiguous()}, str(out), metadata={"keys": json.dumps(keys)})
+    else:
+        np.savez(out, features=f.numpy(), labels=y.numpy(), keys=np.array(keys))
+    log(f"wrote {len(f)} embeddings of width {f.shape[1]} to {out}")
+    return out
+
+
+def _collect(src: Any, max_samples: int | None) -> dict[str, list]:
+    """Readable samples of a source as lists: inputs (images or waveforms), labels, captions."""
+    inputs, labels, captions = [], [], []
+    for s in src.dataset(shuffle=False):
+        if s is None or "__skip__" in s:
+            continue
+        inputs.append(s["audio"] if "audio" in s else s["image"])
+        labels.append(int(s.get("label", -1)))
+        captions.append(list(s.get("captions") or ([s["text"]] if s.get("text") else [])))
+        if max_samples is not None and len(inputs) >= max_samples:
+            break
+    if not inputs:
+        raise ValueError(f"{src.name}: no readable samples")
+    if not isinstance(inputs[0], torch.Tensor) or inputs[0].ndim == 3:
+        inputs = torch.stack([torch.as_tensor(x) for x in inputs]) if inputs[0].ndim == 3 else inputs
+    return {"inputs": inputs, "labels": labels, "captions": captions}
+
+
+def _source_for(method: nn.Module, data: str) -> Any:
+    spec = getattr(method, "spec", None)
+    audio = spec is not None and spec.modality.startswith("audio")
+    return open_source(data, image_size=None if audio else spec.image_size if spec else None,
+                       channels=None if audio else spec.channels if spec else None)
+
+
+def zero_shot(run: str | Path, data: str, classes: Sequence[str] | None = None, *,
+              templates: Sequence[str] | None = None, max_samples: int | None = None, log: Log = _say) -> list[dict]:
+    """Zero-shot classification with a CLIP/SigLIP run: class names -> prompts -> nearest text."""
+    from selfsup.evaluate.zeroshot import zero_shot as _zero_shot
+
+    run = Path(run)
+    method = load_method(run)
+    if not hasattr(method, "encode_text"):
+        raise ValueError(f"{run}: zero-shot needs an image-text or audio-text method (clip, siglip)")
+    src = _source_for(method, data)
+    names = list(classes) if classes else src.spec.class_names
+    if not names:
+        raise ValueError(f"{data}: give the class names with --classes (in label order)")
+    got = _collect(src, max_samples)
+    recs = _zero_shot(method, got["inputs"], got["labels"], names, templates, task=src.name)
+    merge_records(run / "metrics.json", recs)
+    log(format_table(recs))
+    return recs
+
+
+def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, log: Log = _say) -> list[dict]:
+    """Image<->text (or audio<->text) recall@1/5/10 on a caption set, several captions per item allowed."""
+    from selfsup.evaluate.retrieval import retrieval
+
+    run = Path(run)
+    method = load_method(run)
+    if not hasattr(method, "encode_text"):
+        raise ValueError(f"{run}: retrieval needs an image-text or audio-text method (clip, siglip)")
+    src = _source_for(method, data)
+    got = _collect(src, max_samples)
+    keep = [i for i, c in enumerate(got["captions"]) if c]
+    if not keep:
+        raise ValueError(f"{data}: no captions found (.json with 'captions' or 'text')")
+    inputs = got["inputs"][keep] if isinstance(got["inputs"], torch.Tensor) else [got["inputs"][i] for i in keep]
+    recs = retrieval(method, inputs, [got["captions"][i] for i in keep], task=src.name)
+    merge_records(run / "metrics.json", recs)
+    log(format_table(recs))
+    return recs

@@ -90,6 +90,60 @@ def demo(
     _emit(records, as_json)
 
 
+@app.command("zero-shot")
+def zero_shot(
+    run: Annotated[Path, typer.Argument(help="run folder of a clip or siglip run")],
+    data: Annotated[str, typer.Option(help="labelled images or audio")],
+    classes: Annotated[list[str] | None, typer.Option(help="class names in label order (comma list)")] = None,
+    template: Annotated[list[str] | None, typer.Option(help="prompt template(s) with {} for the name")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
+) -> None:
+    """Zero-shot classification from class names with prompt templates."""
+    from selfsup import api
+
+    recs = api.zero_shot(run, data, _csv(classes), templates=template, max_samples=max_samples,
+                         log=_log_for(as_json))
+    _emit(recs, as_json)
+
+
+@app.command()
+def retrieve(
+    run: Annotated[Path, typer.Argument(help="run folder of a clip or siglip run")],
+    data: Annotated[str, typer.Option(help="images (or audio) with captions")],
+    max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
+) -> None:
+    """Cross-modal retrieval: recall@1/5/10 both directions."""
+    from selfsup import api
+
+    _emit(api.retrieve(run, data, max_samples=max_samples, log=_log_for(as_json)), as_json)
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    data: Annotated[str | None, typer.Option(help="images for the figures (default: the run's data)")] = None,
+) -> None:
+    """Write RUN/report.html: results, curves, reconstructions, attention and embedding maps."""
+    from selfsup import api
+
+    api.report(run, data=data)
+
+
+@app.command()
+def embed(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    data: Annotated[str, typer.Option(help="what to embed")],
+    out: Annotated[Path, typer.Option(help="output file: .npz or .safetensors")],
+    max_samples: Annotated[int | None, typer.Option(help="stop after this many samples")] = None,
+) -> None:
+    """Encode every sample of --data with the run's encoder and save the features."""
+    from selfsup import api
+
+    api.embed(run, data, out, max_samples=max_samples)
+
+
 @app.command()
 def datasets() -> None:
     """What --data accepts, and the built-in data sets."""

@@ -13,6 +13,11 @@ Samples follow docs/architecture.md. A sample that cannot be decoded is yielded 
 `{"__skip__": "KEY: REASON"}` rather than a bare `None` (which could not say which sample failed);
 `collate` drops both markers and `None` (recorded as "?: undecodable") and lists them in the
 batch's `skipped`, so `SkipCounter` can count skips in the main process even with workers.
+
+Endless and streamed datasets tag every item with its position, (reader, readers, epoch, count
+read this epoch); `collate` puts the last one in the batch's `position`, the engine keeps the
+newest per reader in its checkpoint, and `dataset.resume(positions)` restarts each reader exactly
+there, so a resumed run sees the same batches as one never stopped.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ SPLIT_NAMES = {"train", "test", "val", "valid", "validation", "dev", "eval"}
 MAX_DEFAULT_SIZE = 224  # image_size inferred from the first sample is capped here (photos are large)
 SHUFFLE_BUFFER = 1000
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+MAX_MEMBER_BYTES = 256 * 2**20  # a tar member above this is skipped unread (a shard is never trusted)
 
 
 class SourceError(ValueError):
@@ -74,8 +80,10 @@ def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
     zero-padded to the longest clip, `audio_length` long (B,) and `text`. If every sample was
     skipped the batch has B = 0 (with `spec`, `image` keeps its (0, C, S, S) shape).
     """
-    good, skipped = [], []
+    good, skipped, position = [], [], None
     for s in samples:
+        if s is not None and "__pos__" in s:
+            position = s["__pos__"]
         if s is None:
             skipped.append("?: undecodable")
         elif "__skip__" in s:
@@ -87,6 +95,8 @@ def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
         "key": [s["key"] for s in good],
         "skipped": skipped,
     }
+    if position is not None:
+        batch["position"] = position
     if good and "image" in good[0]:
         batch["image"] = torch.stack([s["image"] for s in good])
     elif not good and (spec is None or spec.modality.startswith("image")):
@@ -133,10 +143,15 @@ class SkipCounter:
         return f"skipped {n} sample{'s' if n != 1 else ''} ({parts})"
 
 
-def _split(by_rank: bool = True) -> tuple[int, int]:
-    """(this reader's index, number of readers) over distributed ranks x DataLoader workers."""
+def _split(by_rank: bool = True, ranks: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(this reader's index, number of readers) over distributed ranks x DataLoader workers.
+
+    `ranks` = (rank, world size) given explicitly; else from torch.distributed or RANK/WORLD_SIZE.
+    """
     if not by_rank:
         rank, world = 0, 1
+    elif ranks is not None:
+        rank, world = ranks
     elif torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     else:  # worker processes started with spawn, or before the process group exists
@@ -144,6 +159,23 @@ def _split(by_rank: bool = True) -> tuple[int, int]:
     info = get_worker_info()
     wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
     return rank * nworkers + wid, world * nworkers
+
+
+Positions = dict[int, tuple[int, int, int]]  # reader -> (readers, epoch, items read in that epoch)
+
+
+def _start(positions: Positions | None, split: int, nsplit: int, epoch: int) -> tuple[int, int]:
+    """(epoch, items to pass over) where reader `split` of `nsplit` resumes; (epoch, 0) when new.
+
+    Saved with another number of readers (world size or workers changed), every reader restarts
+    at the beginning of the oldest saved epoch: nothing is lost, some samples are seen again.
+    """
+    if not positions:
+        return epoch, 0
+    if any(n != nsplit for n, _, _ in positions.values()):
+        return min(e for _, e, _ in positions.values()), 0
+    _, e, count = positions.get(split, (nsplit, epoch, 0))
+    return e, count
 
 
 class Source:
@@ -258,22 +290,33 @@ class _Indexed(Dataset):
 
 
 class _Repeat(IterableDataset):
+    """Endless passes, each a permutation seeded by (seed + epoch): the order is a function of the
+    position, so `resume` jumps straight there without reading what came before."""
+
     def __init__(self, source: IndexedSource, shuffle: bool, seed: int) -> None:
         self.source, self.shuffle, self.seed = source, shuffle, seed
+        self.ranks: tuple[int, int] | None = None
+        self.positions: Positions | None = None
+
+    def resume(self, positions: Positions) -> None:
+        self.positions = dict(positions)
 
     def __iter__(self) -> Iterator[dict]:
-        split, nsplit = _split()
+        split, nsplit = _split(ranks=self.ranks)
         n = self.source.num_samples or 0
-        for epoch in range(sys.maxsize):
+        first, offset = _start(self.positions, split, nsplit, 0)
+        for epoch in range(first, sys.maxsize):
             g = torch.Generator().manual_seed(self.seed + epoch)
             order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
             mine = order[split::nsplit] if n >= nsplit else order  # fewer samples than readers: all read all
+            start = offset if epoch == first else 0
             good = 0
-            for i in mine.tolist():
+            for count, i in enumerate(mine[start:].tolist(), start + 1):
                 sample = self.source.get(i)
                 good += "__skip__" not in sample
+                sample["__pos__"] = (split, nsplit, epoch, count)
                 yield sample
-            if good == 0:
+            if good == 0 and start == 0:
                 raise RuntimeError(f"{self.source.name}: no decodable sample in a whole pass over {n}")
 
 
@@ -483,12 +526,28 @@ def _open_stream(url: str):
     return open(url, "rb")
 
 
-def tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(KEY, {ext: bytes}) for each sample of a (gzipped) tar stream; members grouped by KEY.EXT."""
+def _unsafe_name(name: str) -> bool:
+    """An absolute path or one with a `..` part: never a sample key (nothing is extracted to disk)."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or (len(parts[0]) > 1 and parts[0][1] == ":")
+
+
+def tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]] | dict]:
+    """(KEY, {ext: bytes}) for each sample of a (gzipped) tar stream; members grouped by KEY.EXT.
+
+    Read in memory, never extracted. A member with an unsafe name (absolute, `..`) or above
+    `MAX_MEMBER_BYTES` is not read: a skip marker stands in for it.
+    """
     with _open_stream(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
         key, group = None, {}
         for m in tar:
             folder, _, base = m.name.rpartition("/")
+            if _unsafe_name(m.name):
+                yield skip(m.name, "unsafe path")
+                continue
+            if m.isfile() and m.size > MAX_MEMBER_BYTES:
+                yield skip(m.name, f"too large: {m.size} bytes")
+                continue
             if not m.isfile() or base.startswith(".") or "." not in base:
                 continue
             stem, _, ext = base.partition(".")
@@ -542,19 +601,33 @@ def _class_names(first_shard: str) -> list[str] | None:
     return names or None
 
 
-def _label(data: bytes | None) -> int:
-    try:
-        return int(data.decode().strip()) if data else -1
-    except ValueError:
+def _label(data: bytes | None, num_classes: int | None = None) -> int:
+    """A `.cls` member -> class index; -1 when absent. Raises DecodeError("bad label") for text,
+    a negative number, or one out of range of `num_classes` (when the class names are known)."""
+    if data is None:
         return -1
+    try:
+        label = int(data.decode().strip())
+    except (ValueError, UnicodeDecodeError):
+        raise DecodeError(f"bad label: {data[:20]!r}") from None
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        raise DecodeError(f"bad label: {label} out of range" + (f" 0..{num_classes - 1}" if num_classes else ""))
+    return label
 
 
-def _meta(data: bytes | None) -> dict:
+def _meta(data: bytes | None, strict: bool = False) -> dict:
+    """A `.json` member -> dict ({} when absent). `strict`: DecodeError("bad json") unless an object."""
     try:
         meta = json.loads(data) if data else {}
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
+        if strict:
+            raise DecodeError("bad json: does not parse") from None
         return {}
-    return meta if isinstance(meta, dict) else {}
+    if not isinstance(meta, dict):
+        if strict:
+            raise DecodeError(f"bad json: a {type(meta).__name__}, not an object")
+        return {}
+    return meta
 
 
 class ShardSource(Source):
@@ -576,7 +649,8 @@ class ShardSource(Source):
         head: list[tuple[str, dict]] = []  # the first samples tell modality, channels and size
         try:
             for sample in tar_samples(first):
-                head.append(sample)
+                if isinstance(sample, tuple):  # skip markers (unsafe names) say nothing of the data
+                    head.append(sample)
                 if len(head) == 16:
                     break
         except Exception as e:
@@ -609,10 +683,14 @@ class ShardSource(Source):
         return ShardStream(self, shuffle=shuffle, seed=seed, epoch_repeat=epoch_repeat)
 
     def decode(self, key: str, members: dict[str, bytes], rng: random.Random | None) -> dict:
-        """One grouped sample -> contract sample or skip marker. `rng` picks a caption (else the first)."""
-        meta = _meta(members.get("json"))
-        sample = {"key": key, "label": _label(members.get("cls"))}
+        """One grouped sample -> contract sample or skip marker. `rng` picks a caption (else the first).
+
+        Skipped, with the reason: an undecodable image/audio, a `.cls` that is not a class index
+        in range ("bad label"), a `.json` that is not a JSON object ("bad json").
+        """
         try:
+            meta = _meta(members.get("json"), strict=True)
+            sample = {"key": key, "label": _label(members.get("cls"), self.spec.num_classes)}
             if self.spec.modality.startswith("audio"):
                 if "wav" not in members:
                     return skip(key, "no audio")
@@ -627,7 +705,8 @@ class ShardSource(Source):
             return skip(key, str(e))
         if self.spec.modality == "image_text":
             captions = meta.get("captions") or ([meta["text"]] if "text" in meta else [])
-            captions = [str(c) for c in captions] or [""]
+            captions = [str(c) for c in captions] if isinstance(captions, list) else [str(captions)]
+            captions = captions or [""]
             sample["captions"] = captions
             sample["text"] = rng.choice(captions) if rng is not None else captions[0]
         return sample
@@ -644,9 +723,19 @@ class ShardStream(IterableDataset):
     def __init__(self, source: ShardSource, *, shuffle: bool, seed: int, epoch_repeat: bool) -> None:
         self.source, self.shuffle, self.seed, self.epoch_repeat = source, shuffle, seed, epoch_repeat
         self.buffer_size, self.epoch, self.by_rank = SHUFFLE_BUFFER, 0, True
+        self.ranks: tuple[int, int] | None = None  # (rank, world size) when not from the environment
+        self.positions: Positions | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, positions: Positions) -> None:
+        """Start each reader where `positions` (from batches' `position`) left it, mid-epoch.
+
+        The shards of that epoch are read again up to the position (to rebuild the shuffle
+        buffer) but the passed-over samples are not decoded; earlier epochs are not read.
+        """
+        self.positions = dict(positions)
 
     def _raw(self, shards: list[str], split: int, every: int) -> Iterator[tuple[str, dict] | dict]:
         i = 0
@@ -661,7 +750,9 @@ class ShardStream(IterableDataset):
                     yield skip(url, f"unreadable shard: {type(e).__name__}")
 
     def __iter__(self) -> Iterator[dict]:
-        split, nsplit = _split(self.by_rank)
+        split, nsplit = _split(self.by_rank, self.ranks)
+        self.epoch, offset = _start(self.positions, split, nsplit, self.epoch)
+        self.positions = None  # a resume applies to the first pass only
         while True:
             shards = list(self.source.shards)
             if self.shuffle:
@@ -673,15 +764,24 @@ class ShardStream(IterableDataset):
             rng = random.Random(f"{self.seed}-{self.epoch}-{split}") if self.shuffle else None
             if rng is not None:
                 raw = _shuffled(raw, self.buffer_size, rng)
-            good = 0
+            good = count = 0
             for item in raw:
-                sample = item if isinstance(item, dict) else self.source.decode(*item, rng)
+                count += 1
+                if count <= offset:
+                    continue
+                if isinstance(item, dict):
+                    sample = item
+                else:  # the caption pick has its own seed: passing over samples must not shift the buffer's
+                    pick = random.Random(f"{self.seed}-{self.epoch}-{item[0]}") if self.shuffle else None
+                    sample = self.source.decode(*item, pick)
                 good += "__skip__" not in sample
+                sample["__pos__"] = (split, nsplit, self.epoch, count)
                 yield sample
+            whole_pass, offset = offset == 0, 0
             self.epoch += 1
             if not self.epoch_repeat:
                 return
-            if good == 0:
+            if good == 0 and whole_pass:
                 raise RuntimeError(f"{self.source.name}: no decodable sample in a whole pass")
 
 

@@ -80,7 +80,8 @@ def pad_or_trim(waves: torch.Tensor | Sequence[torch.Tensor], length: int, offse
     """
     if isinstance(waves, torch.Tensor) and waves.ndim == 2:
         waves = list(waves)
-    out = torch.zeros(len(waves), length, dtype=torch.float32, device=waves[0].device if len(waves) else None)
+    device = waves[0].device if len(waves) and isinstance(waves[0], torch.Tensor) else None
+    out = torch.zeros(len(waves), length, dtype=torch.float32, device=device)
     for i, w in enumerate(waves):  # cheap copies; clips differ in length
         w = torch.as_tensor(w, dtype=torch.float32).reshape(-1)
         start = int(offsets[i]) if offsets is not None else 0
@@ -92,9 +93,9 @@ def pad_or_trim(waves: torch.Tensor | Sequence[torch.Tensor], length: int, offse
 class LogMel(nn.Module):
     """Waveforms (B, T) at ``sample_rate`` -> log-mel images in [0, 1], (B, 1, n_mels, frames).
 
-    Window 25 ms (Hann), FFT the next power of two, hop chosen so that ``frames`` frames span
-    ``clip_seconds``: a clip is padded with silence or cut to that length first (``center=True``
-    STFT framing). Power is mapped to dB, floored ``top_db`` below each clip's maximum, and
+    Window 25 ms (Hann; at least the hop), FFT the next power of two, hop chosen so that
+    ``frames`` frames span ``clip_seconds``: a clip is padded with silence or cut to that length
+    first (``center=True`` STFT framing). Power is mapped to dB, floored ``top_db`` below each clip's maximum, and
     scaled so the floor is 0 and the maximum 1.
     """
 
@@ -112,7 +113,7 @@ class LogMel(nn.Module):
         super().__init__()
         self.sample_rate, self.n_mels, self.frames, self.top_db = sample_rate, n_mels, frames, top_db
         self.hop_length = max(1, round(sample_rate * clip_seconds / frames))
-        self.win_length = max(16, round(0.025 * sample_rate))
+        self.win_length = max(16, round(0.025 * sample_rate), self.hop_length)  # windows cover the clip
         self.n_fft = 2 ** math.ceil(math.log2(self.win_length))
         self.clip_samples = self.hop_length * (frames - 1)  # center=True gives 1 + T // hop frames
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
@@ -143,10 +144,11 @@ class LogMel(nn.Module):
             lengths = torch.as_tensor(lengths).cpu()
             offsets = (torch.rand(len(lengths)) * (lengths - self.clip_samples + 1).clamp(min=0)).long()
         x = pad_or_trim(waves, self.clip_samples, offsets).to(self.filterbank.device)
-        mel = self.power_spectrogram(x).transpose(1, 2) @ self.filterbank  # (B, frames, n_mels)
-        db = 10.0 * torch.log10(mel.clamp(min=1e-10))
-        peak = db.amax(dim=(1, 2), keepdim=True)
-        x = (db.clamp(min=peak - self.top_db) - (peak - self.top_db)) / self.top_db
+        with torch.autocast(x.device.type, enabled=False):  # decibels want float32
+            mel = self.power_spectrogram(x).transpose(1, 2) @ self.filterbank  # (B, frames, n_mels)
+            db = 10.0 * torch.log10(mel.clamp(min=1e-10))
+            peak = db.amax(dim=(1, 2), keepdim=True)
+            x = (db.clamp(min=peak - self.top_db) - (peak - self.top_db)) / self.top_db
         return x.transpose(1, 2).unsqueeze(1)
 
 

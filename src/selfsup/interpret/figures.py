@@ -382,7 +382,7 @@ def plot_anomaly(
     """Two rows per image column: the image, and the anomaly heatmap over it.
 
     ``heatmaps`` (N, h, w) are resized (bilinear) to the image and share one colour scale (so
-    columns compare); ``masks`` (N, H, W) ground truth is outlined in cyan; ``scores`` (N,) and
+    columns compare); ``masks`` (N, H, W) ground truth is outlined in white; ``scores`` (N,) and
     ``names`` (e.g. the defect type) title each column.
     """
     img = as_hwc(images)[:max_images]
@@ -404,15 +404,16 @@ def plot_anomaly(
             m = np.asarray(masks[i].cpu() if isinstance(masks, torch.Tensor) else masks[i]).astype(np.float32)
             m = enlarge(m, f) if m.shape == (H, W) else resize_map(m, size, "nearest")
             if m.any():
-                axes[1, i].contour(m, levels=[0.5], colors="cyan", linewidths=1.3)
+                axes[1, i].contour(m, levels=[0.5], colors="white", linewidths=1.6)
         title = [names[i]] if names else []
         if scores is not None:
             title.append(f"score {float(scores[i]):.3g}")
         axes[0, i].set_title("\n".join(title), fontsize=9)
     axes[0, 0].set_ylabel("image", fontsize=10)
     axes[1, 0].set_ylabel("heatmap", fontsize=10)
-    if art is not None:
-        fig.colorbar(art, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02, label="anomaly score")
+    if art is not None:  # an opaque colour bar: the blended one would look paler than the scale is
+        solid = matplotlib.cm.ScalarMappable(norm=art.norm, cmap=art.get_cmap())
+        fig.colorbar(solid, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02, label="anomaly score")
     return to_png(fig)
 
 

@@ -136,6 +136,11 @@ def _column(r: dict) -> str:
     return str(r.get("encoder", "?")) + (f" ({r['peer']})" if r.get("peer") else "")
 
 
+def _metric_rank(metric: str) -> int:
+    order = ("top1", "auroc", "image_auroc", "pixel_auroc")
+    return order.index(metric) if metric in order else len(order)
+
+
 def _lower_is_better(metric: str) -> bool:
     return any(w in metric.lower() for w in fg.LOWER_IS_BETTER)
 
@@ -161,7 +166,7 @@ def results_table(records: list[dict]) -> str:
                    budget(r))
             rows.setdefault(key, {})[_column(r)] = r
         lines = [f'<tr class="group"><th colspan="{width}">{esc(PROTOCOL_NAMES.get(protocol, protocol))}</th></tr>']
-        for key in sorted(rows, key=lambda k: (k[0], k[1] == "overall", k[1], k[2], k[3])):
+        for key in sorted(rows, key=lambda k: (k[0], k[1] == "overall", k[1], _metric_rank(k[2]), k[2], k[3])):
             task, subset, metric, _, label = key
             cells = rows[key]
             means = [c["mean"] for c in cells.values()]
@@ -181,14 +186,16 @@ def results_table(records: list[dict]) -> str:
             lines.append("<tr>" + "".join(tds) + "</tr>")
         groups.append("<tbody>" + "".join(lines) + "</tbody>")
     seeds = sorted({int(r["n_seeds"]) for r in recs if r.get("n_seeds")})
-    seeds_txt = f" over {'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''}" if seeds else ""
+    seeds_txt = ""
+    if seeds and seeds != [1]:
+        seeds_txt = f" over {seeds[-1]} seeds" + (" (a number without ± is a single run)" if seeds[0] == 1 else "")
     header = "".join(f'<th class="l">{esc(h)}</th>' for h in head) + "".join(f"<th>{esc(c)}</th>" for c in cols)
     legend = {"ssl": "<b>ssl</b> = this run's pretrained encoder",
               "scratch": "<b>scratch</b> = the same network trained from random weights on the same labels",
               "raw": "<b>raw</b> = the same probe on raw pixels"}
     known = "; ".join(legend[c] for c in cols if c in legend)
     return (f'<div class="scroll"><table><thead><tr>{header}</tr></thead>{"".join(groups)}</table></div>'
-            f'<p class="note">Mean ± standard deviation{esc(seeds_txt)} (hover a number for its seed count); '
+            f'<p class="note">Mean ± standard deviation{esc(seeds_txt)}; '
             f"the best encoder in each row is highlighted. {known}.</p>")
 
 
@@ -295,7 +302,7 @@ def anomaly_section(anomaly: dict, save: FigureWriter) -> Section:
     names = anomaly.get("names") or anomaly.get("defect")
     png = fg.plot_anomaly(anomaly["images"], anomaly["heatmaps"], anomaly.get("masks"), anomaly.get("scores"),
                           list(names) if names is not None else None)
-    outline = " Cyan outlines the ground-truth defect." if anomaly.get("masks") is not None else ""
+    outline = " A white line outlines the ground-truth defect." if anomaly.get("masks") is not None else ""
     caption = ("Top: test images; bottom: the anomaly heatmap over each (red = far from every normal patch "
                "seen in training). All heatmaps share one colour scale, so columns compare directly; the "
                f"image score is the highest patch score.{outline} A good detector is red inside the outline "
@@ -435,7 +442,7 @@ def build_report(
     name = (config or {}).get("method", {}) if config else {}
     name = name.get("name") if isinstance(name, dict) else name
     title = title or f"selfsup report · {run_dir.name}"
-    subtitle = f"{name.upper()} run" if isinstance(name, str) else "run"
+    subtitle = f"{name.upper()} pretraining run" if isinstance(name, str) else "selfsup run"
     tasks = sorted({str(r["task"]) for r in records if r.get("task")})
     if tasks:
         subtitle += f" · evaluated on {', '.join(tasks)}"

@@ -156,7 +156,8 @@ class CLIP(nn.Module):
                 obj = [tok.to_str()]
                 dist.broadcast_object_list(obj, src=0)
                 tok = Tokenizer.from_str(obj[0])
-            if path is not None and rank() == 0:
+            main = rank() == 0 if dist.is_available() and dist.is_initialized() else os.environ.get("RANK", "0") == "0"
+            if path is not None and main:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tok.save(str(path))
         self.text.set_tokenizer(tok)

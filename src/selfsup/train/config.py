@@ -42,6 +42,7 @@ class TrainConfig(BaseModel):
     strategy: str = "auto"
     num_nodes: int = 1
     seed: int = 0
+    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms: bit-exact resume")
     ckpt_every: int = 200
     log_every: int = 10
     max_bad_steps: int = 20

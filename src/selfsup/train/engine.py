@@ -8,9 +8,11 @@ and the run folder's logs and checkpoints.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,11 @@ from selfsup.data.spec import to_float
 from selfsup.train.checkpoint import AtomicCheckpointIO
 from selfsup.train.config import TrainConfig, parse_duration
 from selfsup.train.schedule import warmup_cosine
+
+# Lightning's start-up chatter (tips, device lines) is noise in a CLI; warnings still show.
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -195,10 +202,10 @@ class StepCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         if trainer.global_step > 0 and trainer.global_step % self.every == 0:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class LineProgress(Callback):

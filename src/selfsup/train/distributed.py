@@ -1,0 +1,112 @@
+"""Which process am I, and the few collectives the engine and evaluation need besides DDP's own.
+
+Under torchrun or SLURM every process runs the same command and Lightning creates the process
+group inside ``Trainer.fit``. Before that (run folder, config file) the rank comes from the
+launcher's environment: RANK / WORLD_SIZE (torchrun, Lightning's own launcher) or SLURM_PROCID /
+SLURM_NTASKS (srun). Every helper is the identity on a single process.
+
+Evaluation: ``sharded_features`` has each rank encode one contiguous block of the images and
+gathers the blocks back in order (padding to equal shapes for ``all_gather``), so N images on W
+ranks cost N / W each and every rank ends with the same (N, F) features as one process would.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from selfsup.data.spec import normalize, to_float
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def launched_world_size() -> int:
+    """Processes the launcher started (before any process group exists); 1 when not launched."""
+    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 1
+
+
+def global_rank() -> int:
+    if is_initialized():
+        return dist.get_rank()
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else launched_world_size()
+
+
+def is_global_zero() -> bool:
+    return global_rank() == 0
+
+
+def sum_over_ranks(x: float) -> float:
+    """Sum of a Python number over ranks (a collective: every rank must call it)."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return x
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, x)
+    return type(x)(sum(parts))
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order (a collective); ``[obj]`` on one process."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
+def shard_range(n: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s contiguous block of ``range(n)``; blocks differ in length by at most one."""
+    return range(n * rank // world, n * (rank + 1) // world)
+
+
+def gather_in_order(local: torch.Tensor, n: int) -> torch.Tensor:
+    """Each rank's block (``shard_range(n, rank, world)`` rows of ``local``) -> all n rows in order.
+
+    ``all_gather`` needs one shape on every rank, so blocks are padded to the longest and cut back.
+    The result is on ``local``'s device (CUDA for NCCL, CPU for gloo) on every rank.
+    """
+    if not is_initialized() or dist.get_world_size() == 1:
+        return local
+    world, longest = dist.get_world_size(), -(-n // dist.get_world_size())
+    padded = local.new_zeros((longest, *local.shape[1:]))
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[: len(shard_range(n, r, world))] for r, p in enumerate(parts)])
+
+
+@torch.no_grad()
+def sharded_features(encoder: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256,
+                     device: str | torch.device | None = None) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> pooled features (N, F) float32 on the CPU, every rank encoding
+    only its block; equal to a single process's ``extract_features`` up to float rounding."""
+    images = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    block = shard_range(len(images), global_rank(), world_size())
+    first = next(encoder.parameters(), None)
+    device = torch.device(device) if device is not None else first.device if first is not None else "cpu"
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        mine = images[block.start : block.stop]
+        out = [encoder(normalize(to_float(mine[i : i + batch_size].to(device)))).float()
+               for i in range(0, len(mine), batch_size)]
+    finally:
+        encoder.train(was_training)
+    local = torch.cat(out) if out else torch.zeros(0, encoder.num_features, device=device)
+    return gather_in_order(local, len(images)).cpu()
