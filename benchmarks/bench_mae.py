@@ -23,8 +23,18 @@ from functools import partial
 
 import torch
 from common import (
-    CONFIGS, ModelConfig, child_peak_mb, interleaved, machine, mae_train_flops, maxrss_mb, measure_peak_flops,
-    paired_ratio, record, table,
+    CONFIGS,
+    ModelConfig,
+    child_peak_mb,
+    interleaved,
+    machine,
+    mae_train_flops,
+    measure_peak_flops,
+    paired_ratio,
+    peak_rss_mb,
+    record,
+    reset_peak_rss,
+    table,
 )
 from torch import nn
 
@@ -141,12 +151,12 @@ def build(name: str, c: ModelConfig, device: str) -> tuple[nn.Module, Callable]:
 def mem_child(name: str, c: ModelConfig, device: str) -> None:
     """Child process: peak resident memory (MiB) of building ``name`` and running 2 steps, as the last line."""
     x = torch.rand(c.batch, c.channels, c.image_size, c.image_size, device=device)
-    base = maxrss_mb()
+    base = reset_peak_rss()
     model, loss_of = build(name, c, device)
     step = make_step(model, loss_of, x, device)
     step()
     step()
-    print(maxrss_mb() - base)
+    print(peak_rss_mb() - base)
 
 
 def gpu_peak_mb(step: Callable) -> float:
@@ -198,8 +208,8 @@ def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool
                     record("mae_train", "mfu", mfu, name, c.name, peak_flops=peak, flops_per_step=flops,
                            flop_count="analytic")]
         if mem is not None:
-            records.append(record("mae_train", "peak_mem_mb", mem, name, c.name,
-                                  how="cuda max_memory_allocated" if device.startswith("cuda") else "maxrss delta"))
+            how = "cuda max_memory_allocated" if device.startswith("cuda") else "peak RSS over baseline"
+            records.append(record("mae_train", "peak_mem_mb", mem, name, c.name, how=how))
     for name in times:
         if name.startswith("selfsup"):
             continue
@@ -217,7 +227,8 @@ def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool
     return list(rows.values()), records
 
 
-COLUMNS = ["library", "images_per_s", "selfsup_speedup", "mfu", "peak_mem_mb", "step_s", "params_M", "compile_s", "note"]
+COLUMNS = ["library", "images_per_s", "selfsup_speedup", "mfu", "peak_mem_mb", "step_s", "params_M", "compile_s",
+           "note"]
 
 
 def main() -> None:
@@ -229,9 +240,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also time selfsup under torch.compile")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
     ap.add_argument("--json", action="store_true", help="print the records as the last line")
     ap.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     name = a.config or ("base224" if a.device.startswith("cuda") else "tiny32")
     c = CONFIGS[name]
     if a.batch:

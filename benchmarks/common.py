@@ -129,9 +129,33 @@ def paired_ratio(ours: list[float], peer: list[float]) -> tuple[float, float]:
     return statistics.median(r), statistics.pstdev(r)
 
 
-def maxrss_mb() -> float:
-    """This process's peak resident memory so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(key: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def reset_peak_rss() -> float:
+    """Reset this process's peak-RSS mark to the current RSS (Linux); returns the current RSS, MiB.
+
+    Without a reset, ru_maxrss also counts transient peaks from imports; where the reset is not
+    allowed we fall back to it.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_mb("VmRSS:")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory since the last reset (VmHWM), MiB."""
+    try:
+        return _status_mb("VmHWM:")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child_peak_mb(script: str, args: list[str]) -> float | None:

@@ -26,6 +26,7 @@ from selfsup.evaluate.fewshot import evaluate_few_label, split_pool_test
 from selfsup.evaluate.finetune import FinetuneRecipe
 from selfsup.evaluate.records import format_table, merge_records, record
 from selfsup.methods import build_method
+from selfsup.train import distributed
 from selfsup.train.checkpoint import newest_good_checkpoint
 from selfsup.train.engine import fit
 
@@ -39,7 +40,7 @@ def _say(msg: str) -> None:
 def new_run_dir(method: str, out: str | Path | None) -> Path:
     """A fresh run folder; an existing run is never overwritten."""
     run = Path(out) if out else Path("runs") / f"{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (run / "config.yaml").exists():
+    if (run / "config.yaml").exists() and distributed.is_global_zero():  # other ranks follow rank 0's folder
         raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
     return run
@@ -138,16 +139,23 @@ def pretrain(
         ckpt = newest_good_checkpoint(run_dir / "checkpoints")
         if ckpt is None:
             log(f"no usable checkpoint in {run_dir / 'checkpoints'}; starting this run from the beginning")
+        else:
+            log(f"resuming from {ckpt}")
     else:
         train = {"budget": None, "steps": None, "epochs": None, **length} if length else None
         cfg = load_config(config, list(overrides), method=method, data={"path": data} if data else None,
                           train=train)
+        t = cfg.train
+        if not (out or cfg.out) and distributed.multi_process(t.strategy, t.devices, t.num_nodes):
+            raise ConfigError("a multi-process run needs --out (or out: in the config) so every process "
+                              "writes the same run folder")
         run_dir = new_run_dir(cfg.method_name, out or cfg.out)
         ckpt = None
     source = _open(cfg)
     spec = _spec_of(source)
     cfg.data.image_size, cfg.data.channels = spec.image_size, spec.channels
-    dump_config(cfg, run_dir / "config.yaml")
+    if distributed.is_global_zero():
+        dump_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg.method_name, cfg.method_options, cfg.encoder, spec)
     if hasattr(model, "prepare"):
@@ -163,6 +171,8 @@ def pretrain(
     if t.epochs is not None and source.num_samples:
         total = t.epochs * max(1, source.num_samples // t.batch_size)
     module = fit(model, loader, t, run_dir, total_steps=total, resume_from=ckpt, progress=progress)
+    if module.global_rank != 0:  # one process writes the results (counts are summed over ranks)
+        return run_dir
     save_encoder(model, cfg, spec, run_dir)
     hist = module.loss_history
     tail = [v for _, v in hist[-max(1, len(hist) // 10):]] or [float("nan")]
@@ -247,6 +257,9 @@ DEMO_OVERRIDES = [
 ]
 
 
+DEMO_FINETUNE = FinetuneRecipe(steps=100, batch_size=32)
+
+
 def demo(out: str | Path | None = None, budget: str = "3m", *, log: Log = _say,
          shots: Sequence[int] = (1, 5, 10), seeds: int = 3, overrides: Sequence[str] = ()) -> list[dict]:
     """MAE on the built-in digits (train half, no labels), few-label evaluation on the test half,
@@ -254,7 +267,8 @@ def demo(out: str | Path | None = None, budget: str = "3m", *, log: Log = _say,
     out = Path(out) if out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     t0 = time.monotonic()
     run = pretrain("digits:train", "mae", overrides=[*DEMO_OVERRIDES, *overrides], out=out, budget=budget, log=log)
-    records = evaluate(run, "digits:test", train_data="digits:train", shots=list(shots), seeds=seeds, log=log)
+    records = evaluate(run, "digits:test", train_data="digits:train", shots=list(shots), seeds=seeds, log=log,
+                       recipe=DEMO_FINETUNE)
     report_path = report(run, data="digits:test", log=log)
     log(f"demo finished in {time.monotonic() - t0:.0f}s; open {report_path}")
     return records
@@ -379,3 +393,363 @@ def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, log:
     merge_records(run / "metrics.json", recs)
     log(format_table(recs))
     return recs
+
+
+# ---- adaptation: a classifier from few labels, and predictions with it ---------------------------
+
+
+def adapt(
+    run: str | Path,
+    data: str,
+    *,
+    shots: int | None = None,
+    label_fraction: float | None = None,
+    method: str = "finetune",
+    out: str | Path | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    recipe: FinetuneRecipe | None = None,
+    lora_rank: int = 8,
+    lora_alpha: float = 16,
+    merge: bool = True,
+    max_samples: int | None = None,
+    log: Log = _say,
+) -> Path:
+    """Train a classifier from a run's encoder on few labels of ``data``; returns the model folder.
+
+    ``shots`` labels per class or a stratified ``label_fraction`` (all labels when neither) are
+    drawn from ``data`` with ``seed``; ``val_fraction`` of them (at least one per class that has
+    two) is held out for early stopping. ``method`` "finetune" (layer-wise lr decay 0.75) or
+    "lora" (rank ``lora_rank`` adapters on the attention projections, merged into the weights
+    when saving unless ``merge`` is False). Writes ``classifier.safetensors``, ``classifier.json``
+    and ``metrics.json`` (held-out accuracy) to ``out`` (default ``RUN/classifiers/<method>-<budget>-seed<seed>``).
+    """
+    from selfsup.adapt import adapt_classifier, save_classifier
+    from selfsup.data.sources import SkipCounter
+    from selfsup.evaluate.fewshot import sample_few
+    from selfsup.evaluate.records import budget as budget_name
+
+    if shots is not None and label_fraction is not None:
+        raise ValueError("give --shots or --label-fraction, not both")
+    run = Path(run)
+    encoder, spec, enc_cfg = load_encoder(run)
+    src = open_source(data, image_size=spec.image_size, channels=spec.channels)
+    skips = SkipCounter()
+    x, y = src.arrays(max_samples, skips=skips)
+    if not (y >= 0).any():
+        raise ValueError(f"{data}: adaptation needs labels (class subfolders, .cls members or labels key)")
+    names = list(src.spec.class_names or [])
+    names += [str(i) for i in range(len(names), int(y.max()) + 1)]
+    budget = {"shots": shots} if shots is not None else {"label_fraction": label_fraction or 1.0}
+    idx = sample_few(y, seed=seed, **{"fraction" if k == "label_fraction" else k: v for k, v in budget.items()})
+    tag = f"{shots}shot" if shots is not None else f"{100 * budget['label_fraction']:g}pct"
+    out = Path(out) if out else run / "classifiers" / f"{method}-{tag}-seed{seed}"
+    log(f"adapting {run.name} with {method} on {len(idx)} labels of {src.name} ({budget_name(budget)}, "
+        f"{len(names)} classes, seed {seed}); {skips.summary()}")
+    t0 = time.monotonic()
+    model, info = adapt_classifier(encoder, x[idx], y[idx], len(names), method=method, recipe=recipe, seed=seed,
+                                   val_fraction=val_fraction, lora_rank=lora_rank, lora_alpha=lora_alpha)
+    info.update(run=str(run), data=data, task=src.name, n_labels=len(idx), train_seconds=time.monotonic() - t0,
+                **budget)
+    save_classifier(model, out, spec=spec, encoder_config=enc_cfg, class_names=names, merge=merge, info=info)
+    recs = [record(src.name, method, "ssl", m, [info[m]], **budget, n_labels=len(idx), n_train=info["n_train"],
+                   n_val=info["n_val"], seed=seed, split="held-out labels")
+            for m in ("val_top1", "val_loss") if info[m] is not None]
+    merge_records(out / "metrics.json", recs)
+    val = (f"held-out accuracy {info['val_top1']:.4f} on {info['n_val']} labels (best at step {info['best_step']})"
+           if info["val_top1"] is not None else "no held-out labels (one per class): no early stopping")
+    log(f"trained {info['trainable_params']:,} parameters for {info['steps']} steps in {info['train_seconds']:.1f}s; "
+        f"{val}; classifier saved to {out}")
+    return out
+
+
+def predict(
+    model_dir: str | Path,
+    data: str,
+    out: str | Path = "preds.csv",
+    *,
+    max_samples: int | None = None,
+    batch_size: int = 256,
+    log: Log = _say,
+) -> dict:
+    """Predict every readable sample of ``data`` with a classifier saved by ``adapt``; write a CSV.
+
+    Columns: ``key``, ``pred`` (class index), ``pred_name``, ``prob_<class>`` per class. Works on
+    unlabelled data; when ``data`` has labels (with the same class names) the accuracy is reported.
+    Returns {"out", "n", "skipped", "accuracy"}.
+    """
+    from selfsup.adapt import load_classifier, write_predictions
+    from selfsup.adapt import predict as run_classifier
+
+    model, config = load_classifier(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    s = config["input_spec"]
+    src = open_source(data, image_size=s["image_size"], channels=s["channels"])
+    preds = run_classifier(model, src.loader(batch_size, shuffle=False), max_samples)
+    names = config["class_names"]
+    write_predictions(out, preds, names)
+    same = src.spec.class_names is None or list(src.spec.class_names) == names
+    acc = preds.accuracy() if same else None
+    summary = {"out": str(out), "n": len(preds.keys), "skipped": preds.skipped.total, "accuracy": acc}
+    log(f"wrote {len(preds.keys)} predictions of {src.name} to {out}; {preds.skipped.summary()}"
+        + (f"; accuracy {acc:.4f} on the labelled ones" if acc is not None else ""))
+    return summary
+
+
+CURVE_PROTOCOLS = ("knn", "linear", "finetune", "lora")
+CURVE_SHOTS, CURVE_FRACTIONS = (1, 5, 10, 50), (1.0,)
+
+
+def evaluate_curve(
+    run: str | Path,
+    data: str,
+    *,
+    protocols: Sequence[str] = CURVE_PROTOCOLS,
+    shots: Sequence[int] | None = None,
+    label_fractions: Sequence[float] | None = None,
+    seeds: int = 3,
+    train_data: str | None = None,
+    test_fraction: float = 0.5,
+    max_samples: int | None = None,
+    recipe: FinetuneRecipe | None = None,
+    log: Log = _say,
+) -> list[dict]:
+    """The label-efficiency curve: ``evaluate`` at several budgets, plotted to ``RUN/figures``.
+
+    Default budgets: 1, 5, 10, 50 labels per class and 100% of the pool; every protocol beside the
+    raw-pixel and from-scratch baselines, ``seeds`` draws each. Accuracy (and AUROC for two
+    classes) vs labels with error bars (std over seeds) goes to ``RUN/figures/label_efficiency.png``.
+    """
+    from selfsup.interpret.figures import plot_label_efficiency
+
+    if shots is None and label_fractions is None:
+        shots, label_fractions = CURVE_SHOTS, CURVE_FRACTIONS
+    if seeds < 3:
+        log(f"warning: {seeds} seed(s); error bars need at least 3")
+    recs = evaluate(run, data, protocols=protocols, shots=shots, label_fractions=label_fractions, seeds=seeds,
+                    train_data=train_data, test_fraction=test_fraction, max_samples=max_samples, recipe=recipe,
+                    log=log)
+    png = plot_label_efficiency(recs)
+    if png is None:
+        log("no curve drawn: it needs at least two budgets of one kind (shots or fractions)")
+        return recs
+    path = Path(run) / "figures" / "label_efficiency.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    log(f"label-efficiency curve written to {path}")
+    return recs
+
+
+# ---- visual anomaly detection: PatchCore over a run's encoder (or raw pixel patches) -------------
+
+ANOMALY_BANK = "patchcore.safetensors"
+
+
+def _is_mvtec(data: str | Path) -> bool:
+    """An MVTec-AD layout root: ``train/good`` or ``test/`` below it."""
+    p = Path(data)
+    return (p / "train" / "good").is_dir() or (p / "test").is_dir()
+
+
+def _read_square(
+    folder: Path, image_size: int, channels: int | None, max_samples: int | None = None
+) -> tuple[torch.Tensor, list[str]]:
+    """Every image below ``folder`` (recursive, sorted), resized as a whole to a square as
+    ``load_mvtec`` does (no crop), so a plain folder and an MVTec split see the same pixels."""
+    from PIL import Image
+
+    from selfsup.data.mvtec import GREY_MODES
+    from selfsup.data.sources import _images_under
+
+    files = _images_under(folder)[:max_samples]
+    mode = None if channels is None else {1: "L", 3: "RGB"}[channels]
+    images, paths, skipped = [], [], 0
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                mode = mode or ("L" if im.mode in GREY_MODES else "RGB")
+                arr = np.asarray(im.convert(mode).resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            skipped += 1
+            continue
+        images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+        paths.append(str(path))
+    if not images:
+        raise FileNotFoundError(f"no readable images under {folder}")
+    if skipped:
+        _say(f"skipped {skipped} unreadable image(s) under {folder}")
+    return torch.from_numpy(np.stack(images)), paths
+
+
+def _normal_images(data: str, image_size: int, channels: int | None, max_samples: int | None) -> torch.Tensor:
+    """Normal images to fit on: ``train/good`` of an MVTec root, a folder, or any ``--data`` source."""
+    from selfsup.data.mvtec import load_mvtec
+
+    if _is_mvtec(data):
+        return load_mvtec(data, "train", image_size, channels).images[:max_samples]
+    if Path(data).is_dir():
+        return _read_square(Path(data), image_size, channels, max_samples)[0]
+    x, _ = open_source(data, image_size=image_size, channels=channels).arrays(max_samples)
+    return torch.from_numpy(x)
+
+
+def anomaly_fit(
+    run: str | Path | None,
+    data: str,
+    *,
+    out: str | Path | None = None,
+    image_size: int | None = None,
+    coreset: float = 0.1,
+    layers: Sequence[int] | None = None,
+    pixel_patch: int = 8,
+    reweight: int = 0,
+    max_samples: int | None = None,
+    seed: int = 0,
+    log: Log = _say,
+) -> Path:
+    """Fit a PatchCore memory bank on normal images; returns the bank's path.
+
+    Features are the patch tokens of ``run``'s encoder (blocks ``layers``, default the two around
+    mid-depth, 3x3-averaged), or raw ``pixel_patch`` x ``pixel_patch`` pixel patches when ``run``
+    is None. ``data``: an MVTec-AD root (its ``train/good`` is used), an image folder (every image
+    resized as a whole to a square) or any ``--data`` source. ``coreset`` is the fraction of all
+    training patches kept. Writes the bank (default ``RUN/anomaly/patchcore.safetensors``, or
+    ``runs/anomaly-raw-<time>/`` for raw pixels) and ``patchcore.json`` beside it, which names the
+    run and image size so ``anomaly_score`` can rebuild the detector.
+    """
+    from selfsup.evaluate.anomaly import PatchCore
+
+    encoder, channels = None, None
+    if run is not None:
+        encoder, spec, _ = load_encoder(run)
+        channels, image_size = spec.channels, image_size or spec.image_size
+    image_size = image_size or 64
+    if out is None and run is None:
+        out = Path("runs") / f"anomaly-raw-{time.strftime('%Y%m%d-%H%M%S')}" / ANOMALY_BANK
+    elif out is None:
+        out = (Path(run) if Path(run).is_dir() else Path(run).parent) / "anomaly" / ANOMALY_BANK
+    out = Path(out)
+    out = out / ANOMALY_BANK if out.suffix != ".safetensors" else out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images = _normal_images(data, image_size, channels, max_samples)
+    what = f"{Path(run).name} encoder" if run is not None else f"raw {pixel_patch}x{pixel_patch} pixel patches"
+    log(f"fitting PatchCore on {len(images)} normal images of {data} at {image_size}px with {what}")
+    t0 = time.monotonic()
+    model = PatchCore(layers=tuple(layers) if layers else None, pixel_patch=pixel_patch, coreset_size=coreset,
+                      reweight=reweight, seed=seed)
+    model.fit(encoder, images)
+    model.save(out)
+    info = {"run": str(Path(run).resolve()) if run is not None else None, "image_size": image_size,
+            "channels": int(images.shape[1]), "data": str(data), "n_train": len(images),
+            "memory_bank": list(model.memory_bank.shape), "patchcore": model.config(),
+            "fit_seconds": round(time.monotonic() - t0, 2)}
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    log(f"memory bank {tuple(model.memory_bank.shape)} saved to {out} in {info['fit_seconds']:.1f}s")
+    return out
+
+
+def load_anomaly(model: str | Path) -> tuple[Any, dict]:
+    """The PatchCore detector saved by ``anomaly_fit`` (bank file or its folder) and its JSON."""
+    from selfsup.evaluate.anomaly import PatchCore
+
+    path = Path(model)
+    path = path / ANOMALY_BANK if path.is_dir() else path
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"no PatchCore bank at {path} (with {meta_path.name} beside it); run `anomaly fit`")
+    info = json.loads(meta_path.read_text())
+    encoder = load_encoder(info["run"])[0] if info["run"] else None
+    return PatchCore.load(path, encoder), info
+
+
+def anomaly_score(
+    model: str | Path,
+    data: str,
+    *,
+    out_dir: str | Path | None = None,
+    max_figures: int = 4,
+    report: bool = True,
+    log: Log = _say,
+) -> list[dict]:
+    """Score ``data`` with a bank saved by ``anomaly_fit``: image scores and pixel heatmaps.
+
+    An MVTec-AD root: its ``test/`` split against the masks in ``ground_truth/``; image and pixel
+    AUROC per defect type and overall ("defect": "all") are merged into the run's ``metrics.json``
+    (the bank's folder for raw pixels), heatmaps of up to ``max_figures`` images per defect go to
+    ``OUT/heatmaps/<defect>.png`` and the anomaly section into ``report.html``. A plain image
+    folder: scores only. Always writes ``OUT/scores.csv`` (path, defect, score); ``out_dir``
+    defaults to the bank's folder. Returns the records (none without masks).
+    """
+    import csv
+
+    from selfsup.data.mvtec import load_mvtec
+    from selfsup.evaluate.anomaly import anomaly_records
+    from selfsup.interpret.figures import plot_anomaly
+
+    detector, info = load_anomaly(model)
+    bank = Path(model) / ANOMALY_BANK if Path(model).is_dir() else Path(model)
+    out_dir = Path(out_dir) if out_dir else bank.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size, channels = info["image_size"], info["channels"]
+    mvtec = _is_mvtec(data)
+    if mvtec:
+        test = load_mvtec(data, "test", size, channels)
+        images, paths, defects = test.images, test.paths, list(test.defect)
+    else:
+        images, paths = _read_square(Path(data), size, channels)
+        defects = [Path(p).parent.name if Path(p).parent != Path(data) else "" for p in paths]
+    t0 = time.monotonic()
+    scores, heatmaps = detector.score(images)
+    log(f"scored {len(images)} images of {data} in {time.monotonic() - t0:.1f}s")
+    with open(out_dir / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "defect", "score"])
+        w.writerows([p, d, f"{float(s):.6g}"] for p, d, s in zip(paths, defects, scores.tolist(), strict=True))
+    log(f"scores written to {out_dir / 'scores.csv'}")
+    if not mvtec:
+        return []
+
+    run_dir = Path(info["run"]) if info["run"] and Path(info["run"]).is_dir() else bank.parent
+    task = Path(data).resolve().name
+    recs = anomaly_records(task, test, scores, heatmaps, "ssl" if info["run"] else "raw")
+    for r in recs:
+        r.update(image_size=size, coreset=info["patchcore"]["coreset_size"], memory_bank=info["memory_bank"][0],
+                 n_train=info["n_train"], bank=str(bank))
+    merge_records(run_dir / "metrics.json", recs)
+    log(format_table(recs))
+
+    figures = out_dir / "heatmaps"
+    figures.mkdir(exist_ok=True)
+    masks, d = test.masks, np.asarray(defects)
+    pick: list[int] = []
+    for name in ["good", *test.defect_types]:
+        idx = np.flatnonzero(d == name)
+        idx = idx[np.linspace(0, len(idx) - 1, min(max_figures, len(idx))).round().astype(int)] if len(idx) else idx
+        png = plot_anomaly(images[idx], heatmaps[idx], masks[idx], scores[idx], [name] * len(idx))
+        (figures / f"{name}.png").write_bytes(png)
+        pick += [int(i) for i in (idx[[0, -1]] if name == "good" and len(idx) > 1 else idx[:1])]
+    log(f"heatmaps written to {figures}")
+    if report:
+        _anomaly_report(run_dir, info, {"images": images[pick], "heatmaps": heatmaps[pick], "masks": masks[pick],
+                                        "scores": scores[pick], "names": [defects[i] for i in pick]},
+                        test.images, torch.tensor([(["good", *test.defect_types]).index(x) for x in defects]),
+                        ["good", *test.defect_types], log)
+    return recs
+
+
+def _anomaly_report(run_dir: Path, info: dict, anomaly: dict, images: torch.Tensor, labels: torch.Tensor,
+                    class_names: list[str], log: Log, max_images: int = 200) -> None:
+    """Rewrite ``report.html`` with the anomaly section (and, for a run, its other sections on test images)."""
+    from selfsup.interpret.report import build_report
+
+    method = None
+    if info["run"] and (run_dir / "method.safetensors").is_file() and (run_dir / "config.yaml").is_file():
+        try:
+            method = load_method(run_dir)
+        except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
+            log(f"report without the run's method: {e}")
+    keep = np.linspace(0, len(images) - 1, min(max_images, len(images))).round().astype(int)
+    path = build_report(run_dir, method=method, images=images[keep] if method is not None else None,
+                        labels=labels[keep] if method is not None else None, class_names=class_names,
+                        anomaly=anomaly)
+    log(f"report written to {path}")

@@ -58,23 +58,86 @@ def pretrain(
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run folder")],
     data: Annotated[str, typer.Option(help="labelled evaluation data (split into pool/test unless --train-data)")],
-    protocol: Annotated[list[str] | None, typer.Option(help="knn, linear, finetune (repeat or comma list)")] = None,
+    protocol: Annotated[list[str] | None, typer.Option(help="knn, linear, finetune, lora (or comma list)")] = None,
     shots: Annotated[list[str] | None, typer.Option(help="labels per class, e.g. 1,5,10")] = None,
     label_fraction: Annotated[list[str] | None, typer.Option(help="fraction of the pool labelled, e.g. 0.01")] = None,
     seeds: Annotated[int, typer.Option(help="repeats with different labelled samples")] = 3,
     train_data: Annotated[str | None, typer.Option(help="labelled pool to draw the few labels from")] = None,
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read from each set")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
+    curve: Annotated[bool, typer.Option(
+        "--curve", help="label-efficiency curve: knn, linear, finetune, lora at 1,5,10,50 shots and 100% "
+        "(unless given), plotted to RUN/figures/label_efficiency.png")] = False,
 ) -> None:
     """Few-label evaluation (kNN, linear probe, fine-tune) beside raw-pixel and from-scratch baselines."""
     from selfsup import api
 
+    if curve:
+        records = api.evaluate_curve(
+            run, data, protocols=_csv(protocol) or list(api.CURVE_PROTOCOLS), shots=_csv(shots, int),
+            label_fractions=_csv(label_fraction, float), seeds=seeds, train_data=train_data,
+            max_samples=max_samples, log=_log_for(as_json),
+        )
+        _emit(records, as_json)
+        return
     records = api.evaluate(
         run, data, protocols=_csv(protocol) or ["knn", "linear", "finetune"], shots=_csv(shots, int),
         label_fractions=_csv(label_fraction, float), seeds=seeds, train_data=train_data,
         max_samples=max_samples, log=_log_for(as_json),
     )
     _emit(records, as_json)
+
+
+@app.command()
+def adapt(
+    run: Annotated[Path, typer.Argument(help="run folder whose encoder to adapt")],
+    data: Annotated[str, typer.Option(help="labelled data to draw the few labels from")],
+    shots: Annotated[int | None, typer.Option(help="labels per class")] = None,
+    label_fraction: Annotated[float | None, typer.Option(help="stratified fraction of the labels")] = None,
+    method: Annotated[str, typer.Option(help="finetune (layer-wise lr decay) or lora (adapters)")] = "finetune",
+    out: Annotated[Path | None, typer.Option(help="model folder (default RUN/classifiers/...)")] = None,
+    seed: Annotated[int, typer.Option(help="draws the labels, the held-out part and the training order")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="part of the labels held out for early stopping")] = 0.2,
+    steps: Annotated[int | None, typer.Option(help="most optimizer steps (default 200)")] = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate (default 1e-3; lora 1e-2)")] = None,
+    rank: Annotated[int, typer.Option(help="LoRA rank")] = 8,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (updates are scaled by alpha / rank)")] = 16,
+    merge: Annotated[bool, typer.Option(help="fold LoRA adapters into the saved weights")] = True,
+    max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
+) -> None:
+    """Train a classifier from the run's encoder on few labels; saves it to a model folder."""
+    from dataclasses import replace
+
+    from selfsup import api
+    from selfsup.adapt import ADAPT_RECIPES
+    from selfsup.evaluate.records import load_records
+
+    if method not in ADAPT_RECIPES:
+        raise ValueError(f"unknown --method {method!r}; choose from {', '.join(ADAPT_RECIPES)}")
+    changes = {k: v for k, v in {"steps": steps, "lr": lr}.items() if v is not None}
+    recipe = replace(ADAPT_RECIPES[method], **changes) if changes else None
+    model_dir = api.adapt(run, data, shots=shots, label_fraction=label_fraction, method=method, out=out, seed=seed,
+                          val_fraction=val_fraction, recipe=recipe, lora_rank=rank, lora_alpha=alpha, merge=merge,
+                          max_samples=max_samples, log=_log_for(as_json))
+    _emit(load_records(model_dir / "metrics.json"), as_json)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="model folder written by `selfsup adapt`")],
+    data: Annotated[str, typer.Option(help="what to classify (labels not needed)")],
+    out: Annotated[Path, typer.Option(help="CSV: key, pred, pred_name, prob_<class> per class")] = Path("preds.csv"),
+    max_samples: Annotated[int | None, typer.Option(help="stop after this many samples")] = None,
+    batch_size: Annotated[int, typer.Option(help="samples per forward pass")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
+) -> None:
+    """Classify every readable sample of --data with a saved classifier; writes a CSV."""
+    from selfsup import api
+
+    summary = api.predict(model, data, out, max_samples=max_samples, batch_size=batch_size, log=_log_for(as_json))
+    if as_json:
+        print(json.dumps(summary), flush=True)
 
 
 @app.command()
@@ -150,6 +213,52 @@ def datasets() -> None:
     from selfsup.data import describe_sources
 
     print(describe_sources())
+
+
+anomaly_app = typer.Typer(no_args_is_help=True, help="Visual anomaly detection: PatchCore memory banks, image "
+                          "scores and pixel heatmaps.")
+app.add_typer(anomaly_app, name="anomaly")
+
+
+@anomaly_app.command("fit")
+def anomaly_fit(
+    data: Annotated[str, typer.Option(help="normal images: an MVTec-AD root (uses train/good), a folder or "
+                                      "any --data source")],
+    run: Annotated[Path | None, typer.Argument(help="run folder whose encoder gives the patch features")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="raw pixel patches instead of a run's encoder (baseline)")] = False,
+    out: Annotated[Path | None, typer.Option(help="bank file (default RUN/anomaly/patchcore.safetensors)")] = None,
+    image_size: Annotated[int | None, typer.Option(help="image side (default the run's; 64 with --raw)")] = None,
+    coreset: Annotated[float, typer.Option(help="memory bank as a fraction of all training patches")] = 0.1,
+    layers: Annotated[list[str] | None, typer.Option(help="encoder blocks, 0-based (default the two at mid-depth)")]
+    = None,
+    patch: Annotated[int, typer.Option(help="raw pixel patch side (with --raw)")] = 8,
+    max_samples: Annotated[int | None, typer.Option(help="cap on normal images read")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
+) -> None:
+    """Build a PatchCore memory bank (greedy coreset of patch features) from normal images."""
+    from selfsup import api
+
+    if (run is None) == (not raw):
+        raise ValueError("give a RUN folder or --raw (raw pixel patches), not both or neither")
+    bank = api.anomaly_fit(None if raw else run, data, out=out, image_size=image_size, coreset=coreset,
+                           layers=_csv(layers, int), pixel_patch=patch, max_samples=max_samples,
+                           log=_log_for(as_json))
+    if as_json:
+        print(json.dumps({"bank": str(bank), **json.loads(bank.with_suffix(".json").read_text())}), flush=True)
+
+
+@anomaly_app.command("score")
+def anomaly_score(
+    model: Annotated[Path, typer.Argument(help="bank written by `selfsup anomaly fit` (file or its folder)")],
+    data: Annotated[str, typer.Option(help="MVTec-AD root (scores test/ against ground_truth/) or an image folder")],
+    out: Annotated[Path | None, typer.Option(help="folder for scores.csv and heatmaps (default the bank's)")] = None,
+    report: Annotated[bool, typer.Option(help="add the anomaly heatmaps to the run's report.html")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
+) -> None:
+    """Image scores and pixel heatmaps; image and pixel AUROC per defect type when masks exist."""
+    from selfsup import api
+
+    _emit(api.anomaly_score(model, data, out_dir=out, report=report, log=_log_for(as_json)), as_json)
 
 
 def main() -> None:

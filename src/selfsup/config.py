@@ -48,9 +48,11 @@ class RunConfig(BaseModel):
     def _method(cls, v: Any) -> dict[str, Any]:
         if isinstance(v, str):
             v = {"name": v}
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise ValueError("give a method name or a mapping of its options with a name")
         v = dict(v)
         name = v.pop("name", "mae")
-        if name not in METHODS:
+        if not isinstance(name, str) or name not in METHODS:
             raise ValueError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
         return {"name": name, **method_config(name, v).model_dump()}
 
@@ -67,6 +69,10 @@ def _fields(model: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
 
+def _known(method_name: Any) -> bool:
+    return isinstance(method_name, str) and method_name in METHODS
+
+
 def _check_key(path: list[str], method_name: str) -> None:
     """Raise ConfigError for a dotted key that names nothing, suggesting the nearest valid key."""
     sections: dict[str, list[str]] = {
@@ -74,7 +80,7 @@ def _check_key(path: list[str], method_name: str) -> None:
         "encoder": _fields(EncoderConfig),
         "data": _fields(DataConfig),
         "train": _fields(TrainConfig),
-        "method": ["name", *_fields(METHODS[method_name].Config)] if method_name in METHODS else ["name"],
+        "method": ["name", *_fields(METHODS[method_name].Config)] if _known(method_name) else ["name"],
     }
     head = path[0]
     if len(path) == 1:
@@ -103,7 +109,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, value = item.split("=", 1)
         path = key.strip().split(".")
         method = raw.get("method", "mae")
-        method_name = method if isinstance(method, str) else dict(method).get("name", "mae")
+        method_name = method if isinstance(method, str) else method.get("name", "mae") if isinstance(method, dict) else ""
         _check_key(path, method_name)
         try:
             parsed = yaml.safe_load(value) if value.strip() else None
@@ -113,7 +119,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raw[path[0]] = parsed
         else:
             section = raw.get(path[0], {})
-            section = {"name": section} if isinstance(section, str) else dict(section)
+            section = {"name": section} if isinstance(section, str) else dict(section) if isinstance(section, dict) else {}
             section[path[1]] = parsed
             raw[path[0]] = section
     return raw
@@ -127,7 +133,7 @@ def _explain(err: ValidationError) -> str:
         section = section or ""
         candidates = {
             "": _fields(RunConfig), "encoder": _fields(EncoderConfig), "data": _fields(DataConfig),
-            "train": _fields(TrainConfig),
+            "train": _fields(TrainConfig), "method": sorted({f for m in METHODS.values() for f in _fields(m.Config)}),
         }.get(section, [])
         near = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
         return f"unknown config key {loc!r}" + (f"; did you mean {(section + '.' if section else '') + near[0]!r}?"
@@ -141,6 +147,9 @@ def _explain(err: ValidationError) -> str:
 def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Validate a raw dict (+ overrides) into a RunConfig, with one-line errors."""
     raw = apply_overrides(raw or {}, overrides or [])
+    bad = next((k for k in raw if not isinstance(k, str)), None)
+    if bad is not None:
+        raise ConfigError(f"config keys are names, not {bad!r}")
     try:
         return RunConfig(**raw)
     except ValidationError as err:
@@ -165,8 +174,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if values is None:
             continue
         if isinstance(values, dict):
-            merged = dict(raw.get(section) or {}) if not isinstance(raw.get(section), str) else {
-                "name": raw[section]}
+            old = raw.get(section)
+            merged = {"name": old} if isinstance(old, str) else dict(old) if isinstance(old, dict) else {}
             merged.update(values)
             raw[section] = merged
         else:

@@ -143,10 +143,12 @@ class SkipCounter:
         return f"skipped {n} sample{'s' if n != 1 else ''} ({parts})"
 
 
-def _split(by_rank: bool = True, ranks: tuple[int, int] | None = None) -> tuple[int, int]:
+def _split(by_rank: bool = True, ranks: tuple[int, int] | None = None, batches: int = 0) -> tuple[int, int]:
     """(this reader's index, number of readers) over distributed ranks x DataLoader workers.
 
     `ranks` = (rank, world size) given explicitly; else from torch.distributed or RANK/WORLD_SIZE.
+    `batches` already drawn: a DataLoader takes batch b from worker b % workers, and a new one
+    starts again at worker 0, so after a resume worker w plays reader (w + batches) % workers.
     """
     if not by_rank:
         rank, world = 0, 1
@@ -157,7 +159,7 @@ def _split(by_rank: bool = True, ranks: tuple[int, int] | None = None) -> tuple[
     else:  # worker processes started with spawn, or before the process group exists
         rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     info = get_worker_info()
-    wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
+    wid, nworkers = ((info.id + batches) % info.num_workers, info.num_workers) if info is not None else (0, 1)
     return rank * nworkers + wid, world * nworkers
 
 
@@ -297,12 +299,14 @@ class _Repeat(IterableDataset):
         self.source, self.shuffle, self.seed = source, shuffle, seed
         self.ranks: tuple[int, int] | None = None
         self.positions: Positions | None = None
+        self.batches = 0
 
-    def resume(self, positions: Positions) -> None:
-        self.positions = dict(positions)
+    def resume(self, positions: Positions, batches: int = 0) -> None:
+        """Start each reader where `positions` left it, `batches` having been drawn before."""
+        self.positions, self.batches = dict(positions), batches
 
     def __iter__(self) -> Iterator[dict]:
-        split, nsplit = _split(ranks=self.ranks)
+        split, nsplit = _split(ranks=self.ranks, batches=self.batches)
         n = self.source.num_samples or 0
         first, offset = _start(self.positions, split, nsplit, 0)
         for epoch in range(first, sys.maxsize):
@@ -317,7 +321,7 @@ class _Repeat(IterableDataset):
                 sample["__pos__"] = (split, nsplit, epoch, count)
                 yield sample
             if good == 0 and start == 0:
-                raise RuntimeError(f"{self.source.name}: no decodable sample in a whole pass over {n}")
+                raise SourceError(f"{self.source.name}: no decodable sample in a whole pass over {n}")
 
 
 IMAGE_SUFFIXES = tuple("." + e for e in IMAGE_EXTS)
@@ -361,7 +365,7 @@ class FolderSource(IndexedSource):
         if not self.files:
             raise SourceError(f"{root}: no images ({', '.join(IMAGE_EXTS)}) found")
         self.num_samples = len(self.files)
-        ch, size = _probe(self.files[:16], lambda f: f.read_bytes())
+        ch, size = _probe(self.files[:16], lambda f: f.read_bytes(), str(root))
         self.spec = InputSpec(
             modality="image",
             channels=channels or ch,
@@ -384,15 +388,22 @@ class FolderSource(IndexedSource):
         return {"image": image, "label": self.labels[i], "key": key}
 
 
-def _probe(items: list, read: Callable) -> tuple[int, int]:
-    """(channels, default image size) from the first decodable of `items`; (3, 224) if none is."""
+def _probe(items: list, read: Callable, where: str) -> tuple[int, int]:
+    """(channels, default image size) from the first decodable of `items`.
+
+    Raises SourceError when none decodes: data that is all damaged (or not images) is refused
+    when opened, not found out after a whole pass of training.
+    """
+    reasons: Counter[str] = Counter()
     for item in items:
         try:
             img = open_image(read(item))
-        except (DecodeError, OSError):
+        except (DecodeError, OSError) as e:
+            reasons[str(e).split(":")[0] or type(e).__name__] += 1
             continue
         return image_channels(img), _default_size(*img.size)
-    return 3, MAX_DEFAULT_SIZE
+    why = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+    raise SourceError(f"{where}: none of the first {len(items)} images decodes ({why})")
 
 
 class ArraySource(IndexedSource):
@@ -673,7 +684,7 @@ class ShardSource(Source):
             self.image_ext = next((e for e in IMAGE_EXTS if e in members), None)
             if self.image_ext is None:
                 raise SourceError(f"{first}: first sample {key!r} has no image ({'|'.join(IMAGE_EXTS)})/wav")
-            ch, size = _probe([m for _, m in head], lambda m: m.get(self.image_ext, b""))
+            ch, size = _probe([m for _, m in head], lambda m: m.get(self.image_ext, b""), first)
             modality = "image_text" if isinstance(meta.get("captions"), list) else "image"
             self.spec = InputSpec(modality=modality, channels=channels or ch, image_size=image_size or size)
         self.spec.class_names = class_names
@@ -725,17 +736,19 @@ class ShardStream(IterableDataset):
         self.buffer_size, self.epoch, self.by_rank = SHUFFLE_BUFFER, 0, True
         self.ranks: tuple[int, int] | None = None  # (rank, world size) when not from the environment
         self.positions: Positions | None = None
+        self.batches = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def resume(self, positions: Positions) -> None:
-        """Start each reader where `positions` (from batches' `position`) left it, mid-epoch.
+    def resume(self, positions: Positions, batches: int = 0) -> None:
+        """Start each reader where `positions` (from batches' `position`) left it, mid-epoch,
+        `batches` having been drawn before.
 
         The shards of that epoch are read again up to the position (to rebuild the shuffle
         buffer) but the passed-over samples are not decoded; earlier epochs are not read.
         """
-        self.positions = dict(positions)
+        self.positions, self.batches = dict(positions), batches
 
     def _raw(self, shards: list[str], split: int, every: int) -> Iterator[tuple[str, dict] | dict]:
         i = 0
@@ -750,7 +763,7 @@ class ShardStream(IterableDataset):
                     yield skip(url, f"unreadable shard: {type(e).__name__}")
 
     def __iter__(self) -> Iterator[dict]:
-        split, nsplit = _split(self.by_rank, self.ranks)
+        split, nsplit = _split(self.by_rank, self.ranks, self.batches)
         self.epoch, offset = _start(self.positions, split, nsplit, self.epoch)
         self.positions = None  # a resume applies to the first pass only
         while True:
@@ -782,7 +795,7 @@ class ShardStream(IterableDataset):
             if not self.epoch_repeat:
                 return
             if good == 0 and whole_pass:
-                raise RuntimeError(f"{self.source.name}: no decodable sample in a whole pass")
+                raise SourceError(f"{self.source.name}: no decodable sample in a whole pass")
 
 
 def _shuffled(items: Iterator, size: int, rng: random.Random) -> Iterator:

@@ -44,15 +44,27 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool = True) ->
 
 
 class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, H/p * W/p, D) by a strided convolution."""
+    """(B, C, H, W) -> (B, H/p * W/p, D): a linear map of each patch, stored as a strided convolution.
+
+    Computed as cut-into-patches + matmul, which is the same function, faster than the convolution
+    on CPU, and lets MAE embed only the visible patches (``keep`` (B, n) -> (B, n, D)).
+    """
 
     def __init__(self, patch_size: int, in_chans: int, dim: int):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        if type(self.proj) is not nn.Conv2d:  # replaced or wrapped (e.g. by an adapter): call it
+            x = self.proj(x).flatten(2).transpose(1, 2)
+            return x if keep is None else torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        B, C, H, W = x.shape
+        p = self.patch_size
+        x = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, C * p * p)
+        if keep is not None:
+            x = torch.gather(x, 1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        return F.linear(x, self.proj.weight.flatten(1), self.proj.bias)
 
 
 class Attention(nn.Module):
@@ -68,7 +80,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         """(B, T, D) -> (B, T, D); with ``return_attention`` also the weights (B, heads, T, T)."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        # split + view rather than permute + unbind: backward then builds the qkv gradient with one
+        # concatenation instead of a stack and a permuted copy (~20% less attention time on CPU)
+        q, k, v = (t.view(B, T, self.heads, D // self.heads).transpose(1, 2) for t in self.qkv(x).split(D, dim=-1))
         if return_attention:
             attn = (q @ k.transpose(-2, -1)) * (D // self.heads) ** -0.5
             attn = attn.softmax(dim=-1)
@@ -188,10 +202,15 @@ class VisionTransformer(nn.Module):
         patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
 
-    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> patch tokens with position embedding, (B, N, D); no CLS token."""
-        pos = self.pos_embed_for(self.grid_for(x))
-        return self.patch_embed(x) + pos[:, 1:]
+    def embed_patches(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> patch tokens with position embedding, (B, N, D); no CLS token.
+
+        With ``keep`` (B, n) only those patches are embedded, (B, n, D): what MAE's encoder sees.
+        """
+        pos = self.pos_embed_for(self.grid_for(x))[:, 1:]
+        if keep is not None:
+            pos = torch.gather(pos.expand(x.shape[0], -1, -1), 1, keep.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
+        return self.patch_embed(x, keep) + pos
 
     def forward_tokens(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Patch tokens (B, N, D), optionally only ``keep`` (B, n) of them -> normed (B, 1 + n, D)."""

@@ -81,6 +81,8 @@ def patch_features(
     """
     images = _as_tensor(images_uint8)
     layers = tuple(layers) if layers is not None else default_layers(len(encoder.blocks))
+    if not layers or not all(0 <= i < len(encoder.blocks) for i in layers):
+        raise ValueError(f"layers {layers} are not blocks of a {len(encoder.blocks)}-block encoder")
     device = next(encoder.parameters()).device
     was_training = encoder.training
     encoder.eval()

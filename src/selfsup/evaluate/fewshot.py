@@ -9,6 +9,7 @@ split is only ever scored: no training, early stopping or model selection touche
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from selfsup.adapt.finetune import lora_recipe
+from selfsup.adapt.lora import add_lora
 from selfsup.evaluate.features import as_tensor, cached_features, module_device, raw_features
 from selfsup.evaluate.finetune import FinetuneRecipe, finetune
 from selfsup.evaluate.knn import knn_predict
@@ -25,6 +28,8 @@ from selfsup.evaluate.linear import linear_probe
 from selfsup.evaluate.records import record
 
 PROTOCOLS = ("knn", "linear", "finetune")
+# LoRA (adapters on the attention projections, ``selfsup.adapt.lora``) needs peft: it runs only when asked
+ALL_PROTOCOLS = (*PROTOCOLS, "lora")
 
 
 def sample_few(
@@ -113,10 +118,14 @@ def evaluate_few_label(
     always there, unless ``make_scratch_encoder`` is None. Metrics: "top1", plus "auroc" for 2
     classes. Each seed redraws the labelled subset and reseeds training. SSL features are cached in
     ``feature_cache_dir`` when given; raw pixels are area-averaged to at most ``raw_max_side``.
+
+    "lora" (Hu et al. 2021, only when asked) freezes the SSL encoder and trains rank-8 adapters on
+    its attention projections plus the head, with ``recipe`` turned by ``lora_recipe`` (10x the
+    lr, no layer decay).
     """
-    unknown = set(protocols) - set(PROTOCOLS)
+    unknown = set(protocols) - set(ALL_PROTOCOLS)
     if unknown:
-        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
+        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(ALL_PROTOCOLS)}")
     budgets = [("shots", int(k)) for k in shots or ()] + [("label_fraction", float(f)) for f in label_fractions or ()]
     if not budgets:
         raise ValueError("give shots and/or label_fractions")
@@ -139,6 +148,9 @@ def evaluate_few_label(
     runs: list[tuple[str, str]] = [(p, e) for p in frozen for e in ("ssl", "raw")]
     if "finetune" in protocols:
         runs.append(("finetune", "ssl"))
+    if "lora" in protocols:
+        runs.append(("lora", "ssl"))
+        lora = lora_recipe(recipe or FinetuneRecipe())
     if make_scratch_encoder is not None:
         runs.append(("finetune", "scratch"))
 
@@ -155,6 +167,12 @@ def evaluate_few_label(
                     probs = knn_predict(feats[enc][0][idx], torch.from_numpy(y), feats[enc][1], num_classes)
                 elif protocol == "linear":
                     probs = linear_probe(feats[enc][0][idx], torch.from_numpy(y), feats[enc][1], num_classes, seed)
+                elif protocol == "lora":
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(seed)
+                        model = add_lora(copy.deepcopy(encoder))
+                    probs = finetune(model, train_images[idx], y, test_images, num_classes, seed=seed,
+                                     recipe=lora, device=device)
                 else:
                     model = encoder
                     if enc == "scratch":
@@ -174,4 +192,4 @@ def evaluate_few_label(
     return records
 
 
-__all__ = ["sample_few", "split_pool_test", "evaluate_few_label", "scores_metrics", "PROTOCOLS"]
+__all__ = ["sample_few", "split_pool_test", "evaluate_few_label", "scores_metrics", "PROTOCOLS", "ALL_PROTOCOLS"]

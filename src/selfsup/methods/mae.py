@@ -134,11 +134,10 @@ class MAE(nn.Module):
         if self.training and self.cfg.augment != "none":
             images = crop_flip(images, flip="flip" in self.cfg.augment, crop="crop" in self.cfg.augment)
         x = normalize(images)
-        tokens = self.encoder.embed_patches(x)
-        B, N, _ = tokens.shape
+        gh, gw = self.encoder.grid_for(x)
         ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
-        keep, mask, restore = random_masking(B, N, ratio, device=x.device)
-        latent = self.encoder.forward_tokens(tokens, keep)
+        keep, mask, restore = random_masking(x.shape[0], gh * gw, ratio, device=x.device)
+        latent = self.encoder.forward_tokens(self.encoder.embed_patches(x, keep))  # only visible patches
         pred = self.decode(latent, restore)
         loss = mae_loss(pred, patchify(x, self.patch_size), mask, self.cfg.norm_pix_loss)
         return {"loss": loss, "pred": pred, "mask": mask}

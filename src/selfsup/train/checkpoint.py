@@ -58,11 +58,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def newest_good_checkpoint(folder: str | Path) -> Path | None:
-    """The newest ``*.ckpt`` in ``folder`` that loads, or None."""
+    """The newest ``*.ckpt`` in ``folder`` that loads, or None.
+
+    Newest by modification time, ``last.ckpt`` first on a tie; a file that is torn, corrupt or
+    holds pickled code is passed over for the next one (the engine keeps ``previous.ckpt``).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return None
-    for p in sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True):
+    newest_first = sorted(folder.glob("*.ckpt"), key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"),
+                          reverse=True)
+    for p in newest_first:
         try:
             safe_torch_load(p)
             return p

@@ -49,7 +49,18 @@ def world_size() -> int:
 
 
 def is_global_zero() -> bool:
-    return global_rank() == 0
+    """Rank 0, also in the processes Lightning's own launcher starts (they get only LOCAL_RANK, NODE_RANK)."""
+    if is_initialized() or any(os.environ.get(k, "").isdigit() for k in ("RANK", "SLURM_PROCID")):
+        return global_rank() == 0
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("LOCAL_RANK", "NODE_RANK"))
+
+
+def multi_process(strategy: str = "auto", devices: int | str = "auto", num_nodes: int = 1) -> bool:
+    """Whether this run has (or will launch) more than one process."""
+    if launched_world_size() > 1 or num_nodes > 1:
+        return True
+    spread = strategy.startswith(("ddp", "fsdp", "deepspeed"))
+    return spread and str(devices) not in ("1", "auto")
 
 
 def sum_over_ranks(x: float) -> float:

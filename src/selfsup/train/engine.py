@@ -4,12 +4,18 @@ Lightning gives devices, precision, DDP/FSDP and checkpoint plumbing; this file 
 self-supervised run needs on top: a warmup + cosine schedule that can be sized by a wall-clock
 budget, skipped-sample counting, a guard against non-finite losses, method hooks (EMA teachers),
 and the run folder's logs and checkpoints.
+
+Resume is exact: every batch reseeds the RNG from (seed, batch number, rank), so masks and
+augmentations are a function of the position, and the checkpoint holds each data reader's
+position, so the loader restarts at the next unseen sample (see ``data/sources.py``). With
+``train.deterministic`` on CPU, a run killed and resumed ends with bit-identical weights.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -17,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
 from selfsup.data.spec import to_float
+from selfsup.train import distributed
 from selfsup.train.checkpoint import AtomicCheckpointIO
 from selfsup.train.config import TrainConfig, parse_duration
 from selfsup.train.schedule import warmup_cosine
@@ -35,6 +43,20 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row: the run stops rather than save poisoned weights."""
+
+
+def step_seed(seed: int, batch: int, rank: int) -> int:
+    """The RNG seed of one training batch: a function of (seed, batch number, rank) only."""
+    return int(np.random.SeedSequence([seed, batch, rank]).generate_state(1)[0])
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """True when every tensor is finite on every rank (a collective when distributed)."""
+    ok = torch.stack([torch.isfinite(t).all() for t in tensors]).all().float() if tensors else torch.ones(())
+    if distributed.is_initialized():
+        ok = ok.to(tensors[0].device) if tensors else ok
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok.item() >= 1)
 
 
 def resolve_precision(precision: str) -> str:
@@ -70,9 +92,12 @@ class PretrainModule(L.LightningModule):
         self.images_seen = 0
         self.bad_steps = 0
         self.bad_in_row = 0
-        self.n_skipped = 0
+        self.n_skipped = 0  # this rank's share; checkpoints and the end of training hold the sum over ranks
         self.skipped_examples: list[str] = []
         self.loss_history: list[tuple[int, float]] = []
+        self.batches_seen = 0  # batches drawn, bad or empty ones included: the RNG and data clock
+        self.positions: dict[int, tuple[int, int, int]] = {}  # data reader -> (readers, epoch, count)
+        self.train_loader: torch.utils.data.DataLoader | None = None
 
     @property
     def warmup_steps(self) -> int:
@@ -88,6 +113,11 @@ class PretrainModule(L.LightningModule):
         return batch
 
     def training_step(self, batch: dict, batch_idx: int):
+        position = batch.pop("position", None)
+        if position is not None:
+            self.positions[int(position[0])] = (int(position[1]), int(position[2]), int(position[3]))
+        torch.manual_seed(step_seed(self.cfg.seed, self.batches_seen, self.global_rank))
+        self.batches_seen += 1
         skipped = batch.pop("skipped", [])
         self.n_skipped += len(skipped)
         self.skipped_examples.extend(skipped[: max(0, 20 - len(self.skipped_examples))])
@@ -99,16 +129,8 @@ class PretrainModule(L.LightningModule):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         if finite.item() < 1:
-            self.bad_steps += 1
-            self.bad_in_row += 1
-            self.log("train/bad_steps", float(self.bad_steps))
-            if self.bad_in_row >= self.cfg.max_bad_steps:
-                raise NonFiniteLossError(
-                    f"loss was not finite for {self.bad_in_row} steps in a row (step {self.global_step}); "
-                    "stopping without saving these weights: lower train.lr or check the data"
-                )
+            self._bad_step("loss")
             return None
-        self.bad_in_row = 0
         n = len(batch["label"]) if "label" in batch else len(next(iter(batch.values())))
         self.images_seen += n
         bs = n
@@ -120,6 +142,39 @@ class PretrainModule(L.LightningModule):
         if batch_idx % max(1, self.cfg.log_every) == 0:
             self.loss_history.append((self.global_step, float(loss.detach())))
         return loss
+
+    def _bad_step(self, what: str) -> None:
+        self.bad_steps += 1
+        self.bad_in_row += 1
+        self.log("train/bad_steps", float(self.bad_steps))
+        if self.bad_in_row >= self.cfg.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{what} was not finite for {self.bad_in_row} steps in a row (step {self.global_step}); "
+                "stopping without saving these weights: lower train.lr or check the data"
+            )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """A finite loss can still give non-finite gradients: drop that update (AdamW skips a
+        parameter whose grad is None, moments included). 16-mixed leaves this to its grad scaler."""
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not params:  # no backward ran: the loss was skipped
+            return
+        if self.trainer.precision != "16-mixed" and not all_finite([p.grad for p in params]):
+            for p in params:
+                p.grad = None
+            self._bad_step("gradient")
+            return
+        self.bad_in_row = 0
+
+    def on_train_start(self) -> None:
+        if self.cfg.epochs is not None:  # Lightning knows the steps per epoch per rank (DDP sampler included)
+            estimate = self.trainer.estimated_stepping_batches
+            if math.isfinite(estimate):
+                self.total_steps = int(estimate)
+
+    def on_train_end(self) -> None:
+        self.n_skipped = int(distributed.sum_over_ranks(self.n_skipped))
+        self.images_seen = int(distributed.sum_over_ranks(self.images_seen))
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         hook = getattr(self.method, "on_train_batch_end", None)
@@ -135,22 +190,38 @@ class PretrainModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Called on every rank (collectives allowed); rank 0 writes. Counts are summed over ranks."""
+        positions: dict[int, tuple[int, int, int]] = {}
+        for part in distributed.all_gather_objects(self.positions):
+            positions.update(part)
+        rows = [[r, *v] for r, v in sorted(positions.items())]
         checkpoint["selfsup"] = {
             "total_steps": int(self.total_steps), "elapsed": float(self.elapsed),
-            "images_seen": int(self.images_seen), "bad_steps": int(self.bad_steps),
-            "n_skipped": int(self.n_skipped),
+            "images_seen": int(distributed.sum_over_ranks(self.images_seen)), "bad_steps": int(self.bad_steps),
+            "n_skipped": int(distributed.sum_over_ranks(self.n_skipped)),
             "loss_history": torch.tensor(self.loss_history, dtype=torch.float64).reshape(-1, 2),
+            "batches_seen": int(self.batches_seen),
+            "positions": torch.tensor(rows, dtype=torch.int64).reshape(-1, 4),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restores the counters (rank 0 takes the run's sums) and points the loader at the next batch."""
         s = checkpoint.get("selfsup", {})
-        self.total_steps = int(s.get("total_steps", self.total_steps))
+        first = self.global_rank == 0
+        if self.cfg.budget is not None or not self.total_steps:  # a budget's schedule was sized as it ran
+            self.total_steps = int(s.get("total_steps", self.total_steps))
         self.elapsed = float(s.get("elapsed", 0.0))
-        self.images_seen = int(s.get("images_seen", 0))
+        self.images_seen = int(s.get("images_seen", 0)) if first else 0
         self.bad_steps = int(s.get("bad_steps", 0))
-        self.n_skipped = int(s.get("n_skipped", 0))
+        self.n_skipped = int(s.get("n_skipped", 0)) if first else 0
         hist = s.get("loss_history")
         self.loss_history = [(int(a), float(b)) for a, b in hist.tolist()] if hist is not None else []
+        self.batches_seen = int(s.get("batches_seen", 0))
+        pos = s.get("positions")
+        self.positions = {int(r): (int(n), int(e), int(c)) for r, n, e, c in pos.tolist()} if pos is not None else {}
+        dataset = getattr(self.train_loader, "dataset", None)
+        if self.positions and hasattr(dataset, "resume"):
+            dataset.resume(self.positions, self.batches_seen)  # before Lightning creates the loader's iterator
 
 
 class Clock(Callback):
@@ -195,17 +266,41 @@ class Clock(Callback):
 
 
 class StepCheckpoint(Callback):
-    """Writes ``last.ckpt`` atomically every ``every`` optimizer steps and when training ends."""
+    """Writes ``last.ckpt`` atomically every ``every`` optimizer steps and when training ends.
+
+    The one before is kept as ``previous.ckpt`` (a fallback should the newest be damaged later,
+    e.g. by a bad disk or copy); weights that are not finite are never saved; temporary files a
+    kill left behind are removed at the next start.
+    """
 
     def __init__(self, folder: Path, every: int):
-        self.path, self.every = folder / "last.ckpt", max(1, every)
+        self.folder, self.every = folder, max(1, every)
+        self.path, self.previous = folder / "last.ckpt", folder / "previous.ckpt"
+        self.saved_step = -1
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.saved_step = trainer.global_step  # 0, or the step a resumed run's checkpoint holds
+        if trainer.is_global_zero and self.folder.is_dir():
+            for stale in self.folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+
+    def save(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not all_finite([p.detach() for p in module.parameters()]):
+            print(f"selfsup: not saving step {trainer.global_step}: weights are not finite", file=sys.stderr)
+            return
+        if trainer.is_global_zero and self.path.exists():
+            os.replace(self.path, self.previous)
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self.saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        if trainer.global_step > 0 and trainer.global_step % self.every == 0:
-            trainer.save_checkpoint(self.path, weights_only=False)
+        step = trainer.global_step
+        if step > 0 and step % self.every == 0 and step != self.saved_step:
+            self.save(trainer, module)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path, weights_only=False)
+        if trainer.global_step != self.saved_step:
+            self.save(trainer, module)
 
 
 class LineProgress(Callback):
@@ -216,13 +311,21 @@ class LineProgress(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: PretrainModule, *args: Any) -> None:
         now = time.monotonic()
-        if now - self.last >= self.every_s:
+        if now - self.last >= self.every_s and trainer.is_global_zero:
             self.last = now
             loss = trainer.callback_metrics.get("train/loss")
             total = f"/{module.total_steps}" if module.total_steps else ""
             rate = module.images_seen / max(module.elapsed, 1e-9)
             print(f"step {trainer.global_step}{total}  loss {float(loss) if loss is not None else math.nan:.4f}  "
                   f"{rate:.0f} img/s  {module.elapsed:.0f}s", file=sys.stderr, flush=True)
+
+
+def resolve_accelerator(accelerator: str, strategy: str) -> str:
+    """Lightning's FSDP wants the accelerator named: "auto" becomes "gpu" when CUDA is there (FSDP
+    does not run on CPU: see docs/distributed.md)."""
+    if accelerator == "auto" and strategy.startswith("fsdp") and torch.cuda.is_available():
+        return "gpu"
+    return accelerator
 
 
 def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Callback] | None = None,
@@ -239,7 +342,8 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Call
         CSVLogger(run_dir / "logs", name="csv", version=""),
     ]
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, num_nodes=cfg.num_nodes,
+        accelerator=resolve_accelerator(cfg.accelerator, cfg.strategy), devices=cfg.devices, strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
         precision=resolve_precision(cfg.precision),
         max_epochs=cfg.epochs if cfg.epochs is not None else -1,
         max_steps=cfg.steps if cfg.steps is not None else -1,
@@ -247,6 +351,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Call
         callbacks=callbacks, logger=loggers, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False,
         plugins=[AtomicCheckpointIO()], default_root_dir=run_dir, num_sanity_val_steps=0,
+        deterministic=True if cfg.deterministic else None,
     )
     return trainer, clock
 
@@ -257,6 +362,7 @@ def fit(method: nn.Module, loader: torch.utils.data.DataLoader, cfg: TrainConfig
     """Train ``method`` on ``loader`` under ``cfg``; returns the module with its counters."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = PretrainModule(method, cfg, total_steps)
+    module.train_loader = loader
     if cfg.compile:
         method.compile()  # in place: parameter names, and so checkpoints, stay the same
     trainer, _ = build_trainer(cfg, run_dir, extra_callbacks=extra_callbacks, progress=progress)

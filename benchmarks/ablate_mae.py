@@ -1,0 +1,139 @@
+"""Each MAE speed optimisation, before and after, measured in the same run (interleaved steps).
+
+    python benchmarks/ablate_mae.py [--steps 10] [--batch 256] [--compile] [--bf16]
+
+Variants, each adding one change to the one before:
+  before        the code before this work: qkv split by permute + unbind, for-loop AdamW (the
+                engine's CPU default), eager
+  split_qkv     Attention splits qkv with split + view (``encoders/vit.py``)
+  visible_patches  patch embedding as patchify + matmul, run on the visible patches only, instead of
+                a strided convolution on all patches followed by a gather of the tokens
+  fused_adamw   AdamW(fused=True) on CPU as well
+  compile       torch.compile of the method (``train.compile=true``); compile time reported
+  (bf16)        CPU bf16 autocast: a different precision, so not in the peer comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+import types
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from bench_mae import build
+from common import CONFIGS, interleaved, mae_train_flops, measure_peak_flops, paired_ratio, record, table
+from torch import nn
+
+from selfsup.data.spec import normalize
+from selfsup.encoders.vit import Attention, PatchEmbed
+from selfsup.methods.mae import MAE, mae_loss, patchify, random_masking
+from selfsup.train.engine import param_groups
+
+
+def permute_attention(self: Attention, x: torch.Tensor, return_attention: bool = False):
+    """``Attention.forward`` as it was before: qkv by permute + unbind (SDPA path only)."""
+    B, T, D = x.shape
+    q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, k, v)
+    return self.proj(out.transpose(1, 2).reshape(B, T, D))
+
+
+def conv_patch_embed(self: PatchEmbed, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``PatchEmbed.forward`` as it was before: a strided convolution on all patches."""
+    return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def embed_all_forward(self: MAE, batch: dict, mask_ratio: float | None = None) -> dict:
+    """``MAE.forward`` as it was before (no augmentation): embed all patches, then gather the visible tokens."""
+    x = normalize(batch["image"])
+    tokens = self.encoder.embed_patches(x)
+    B, N, _ = tokens.shape
+    keep, mask, restore = random_masking(B, N, self.cfg.mask_ratio, device=x.device)
+    latent = self.encoder.forward_tokens(tokens, keep)
+    pred = self.decode(latent, restore)
+    return {"loss": mae_loss(pred, patchify(x, self.patch_size), mask, self.cfg.norm_pix_loss)}
+
+
+def variant(model: nn.Module, loss_of: Callable, x: torch.Tensor, *, old_attention: bool, old_patches: bool,
+            fused: bool, bf16: bool = False) -> Callable:
+    """A training step for ``model`` with the chosen parts reverted to the code before this work."""
+    for m in model.modules():
+        if old_attention and isinstance(m, Attention):
+            m.forward = types.MethodType(permute_attention, m)
+        if old_patches and isinstance(m, PatchEmbed):
+            m.forward = types.MethodType(conv_patch_embed, m)
+    if old_patches:
+        model.forward = types.MethodType(embed_all_forward, model)
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1.5e-3, betas=(0.9, 0.95), fused=fused,
+                            foreach=None if fused else False)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def step() -> None:
+        with amp:
+            loss = loss_of(model, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="also time CPU bf16 autocast (informative)")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    c = replace(CONFIGS["tiny32"], batch=a.batch)
+    x = torch.rand(c.batch, c.channels, c.image_size, c.image_size)
+    plan = {"before": dict(old_attention=True, old_patches=True, fused=False),
+            "split_qkv": dict(old_attention=False, old_patches=True, fused=False),
+            "visible_patches": dict(old_attention=False, old_patches=False, fused=False),
+            "fused_adamw": dict(old_attention=False, old_patches=False, fused=True)}
+    if a.bf16:
+        plan["bf16_autocast"] = dict(old_attention=False, old_patches=False, fused=True, bf16=True)
+    fns, extra = {}, {}
+    for name, opts in plan.items():
+        fns[name] = variant(*build("selfsup", c, "cpu"), x, **opts)
+    if a.compile:
+        model, loss_of = build("selfsup", c, "cpu")
+        model.compile()
+        fns["compile"] = variant(model, loss_of, x, old_attention=False, old_patches=False, fused=True)
+        t = time.perf_counter()
+        fns["compile"]()
+        extra["compile"] = {"compile_s": round(time.perf_counter() - t, 1)}
+    peak = measure_peak_flops("cpu")
+    times = interleaved(fns, a.steps, a.warmup, "cpu")
+    flops = mae_train_flops(c)
+    rows, records, prev = [], [], None
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        row = {"variant": name, "images_per_s": round(c.batch / med, 1), "mfu": round(flops / med / peak, 3),
+               "vs_before": round(paired_ratio(ts, times["before"])[0], 3), **extra.get(name, {})}
+        if prev is not None:
+            row["vs_previous"] = round(paired_ratio(ts, times[prev])[0], 3)
+        prev = name if name != "bf16_autocast" else prev
+        rows.append(row)
+        records.append(record("mae_train_ablation", "images_per_s", c.batch / med, "selfsup", c.name,
+                              variant=name, vs_before=row["vs_before"]))
+    print(f"# tiny32 batch {c.batch}, {a.steps} steps, {torch.get_num_threads()} threads, "
+          f"peak {peak / 1e9:.1f} GFLOP/s")
+    print(table(rows, ["variant", "images_per_s", "vs_previous", "vs_before", "mfu", "compile_s"]))
+    if a.json:
+        print(json.dumps(records))
+
+
+if __name__ == "__main__":
+    main()

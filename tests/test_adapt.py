@@ -1,0 +1,269 @@
+"""Adaptation: LoRA counts and merging, layer-wise lr decay, early stopping on held-out labels only,
+saved classifiers, predictions, and the label-efficiency curve."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from selfsup import api
+from selfsup.adapt import (
+    Classifier,
+    FinetuneRecipe,
+    adapt_classifier,
+    add_lora,
+    holdout_split,
+    load_classifier,
+    lora_modules,
+    merge_lora,
+    param_groups,
+    save_classifier,
+)
+from selfsup.adapt import finetune as adapt_finetune
+from selfsup.config import build_config
+from selfsup.data.spec import InputSpec
+from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.evaluate.records import load_records
+
+TINY = EncoderConfig(size="custom", patch_size=4, width=32, depth=2, heads=2, pool="avg")
+SPEC = InputSpec(channels=1, image_size=8)
+FAST = FinetuneRecipe(steps=60, batch_size=16, eval_every=5, patience=6)
+
+
+def tiny_vit(depth: int = 2) -> nn.Module:
+    torch.manual_seed(0)
+    return build_encoder(TINY.model_copy(update={"depth": depth}), SPEC)
+
+
+def halves(n: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """8x8 grey uint8 images: class 0 has a bright left half, class 1 a bright right half."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randint(0, 60, (n, 1, 8, 8), generator=g)
+    bright = torch.randint(180, 256, (n, 1, 8, 4), generator=g)
+    x[y == 0, :, :, :4] = bright[y == 0]
+    x[y == 1, :, :, 4:] = bright[y == 1]
+    return x.to(torch.uint8), y.numpy()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple:
+    """A run folder holding a (random) tiny ViT as its encoder, and halves data as .npz files."""
+    root = tmp_path_factory.mktemp("adapt")
+    run = root / "run"
+    run.mkdir()
+    holder = nn.Module()
+    holder.encoder = tiny_vit()
+    cfg = build_config({"method": {"name": "mae"}, "encoder": TINY.model_dump()})
+    api.save_encoder(holder, cfg, SPEC, run)
+    for name, n, seed in [("train", 110, 0), ("test", 40, 1)]:
+        x, y = halves(n, seed)
+        np.savez(root / f"{name}.npz", images=x[:, 0].numpy(), labels=y)
+    return run, root
+
+
+# ---- LoRA ----------------------------------------------------------------------------------------
+
+
+def test_lora_counts_frozen_base_and_identity_start():
+    enc = tiny_vit()
+    x = torch.randn(3, 1, 8, 8)
+    before = enc(x)
+    add_lora(enc, rank=4, alpha=8)
+    adapted = lora_modules(enc)
+    assert adapted == [f"blocks.{i}.attn.{t}" for i in range(2) for t in ("qkv", "proj")]  # not patch_embed.proj
+    expected = sum(4 * (m.in_features + m.out_features) for m in (enc.get_submodule(n).base_layer for n in adapted))
+    model = Classifier(enc, 3)
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(trainable.values()) == expected + 32 * 3 + 3  # r (in + out) per adapted Linear, plus the head
+    assert all("lora_" in n or n.startswith("head.") for n in trainable)
+    assert not any(p.requires_grad for n, p in enc.named_parameters() if "lora_" not in n)
+    torch.testing.assert_close(enc(x), before)  # B = 0: the adapted encoder starts as the pretrained one
+
+
+def test_lora_merged_equals_unmerged():
+    enc = add_lora(tiny_vit(), rank=4, alpha=8)
+    with torch.no_grad():
+        for n, p in enc.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    x = torch.randn(5, 1, 8, 8)
+    merged = merge_lora(copy.deepcopy(enc))
+    assert lora_modules(merged) == [] and type(merged.blocks[0].attn.qkv) is nn.Linear
+    assert not torch.allclose(merged(x), tiny_vit()(x), atol=1e-3)  # the update is really in the weights
+    torch.testing.assert_close(merged(x), enc(x), atol=1e-5, rtol=1e-5)
+
+
+# ---- layer-wise lr decay -------------------------------------------------------------------------
+
+
+def test_llrd_scales(monkeypatch):
+    depth, decay, lr = 3, 0.5, 0.1
+    model = Classifier(tiny_vit(depth), 2)
+    scale = {id(p): g["lr_scale"] for g in param_groups(model, 0.05, decay) for p in g["params"]}
+    for name, p in model.named_parameters():
+        if name.startswith("encoder.blocks."):
+            i = int(name.split(".")[2])
+            assert scale[id(p)] == pytest.approx(decay ** (depth - i)), name
+        elif name.startswith(("head.", "encoder.norm.")):
+            assert scale[id(p)] == 1.0, name
+        elif p.requires_grad:  # patch embedding and CLS token: below block 0
+            assert scale[id(p)] == pytest.approx(decay ** (depth + 1)), name
+    # and the training loop applies them: at step 0 with no warmup every group runs at lr * scale
+    made = []
+
+    class Spy(torch.optim.AdamW):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Spy)
+    x, y = halves(8)
+    recipe = FinetuneRecipe(steps=1, lr=lr, batch_size=4, warmup_frac=0.0, layer_decay=decay)
+    adapt_finetune.train_classifier(model, x, torch.from_numpy(y), recipe, generator=torch.Generator())
+    lrs = sorted({round(g["lr"] / lr, 6) for g in made[0].param_groups})
+    assert lrs == [round(decay**k, 6) for k in range(depth + 1, -1, -1)]
+    assert all(g["lr"] == pytest.approx(lr * g["lr_scale"]) for g in made[0].param_groups)
+
+
+# ---- early stopping on held-out labels only ------------------------------------------------------
+
+
+def test_holdout_split_is_stratified_and_keeps_singletons():
+    labels = np.array([0] * 10 + [1] * 5 + [2] * 2 + [3])
+    train, val = holdout_split(labels, 0.2, seed=0)
+    assert not set(train) & set(val) and sorted([*train, *val]) == list(range(len(labels)))
+    assert [int((labels[val] == c).sum()) for c in range(4)] == [2, 1, 1, 0]  # >= 1 when a class has 2
+    assert 17 in train  # a lone label trains
+
+
+def test_early_stopping_sees_only_the_labelled_set(monkeypatch):
+    """adapt_classifier takes no test set; it splits its labelled input and validates on that part."""
+    calls = []
+    real = adapt_finetune.train_classifier
+
+    def spy(model, images, labels, recipe, *, generator, val=None):
+        calls.append((images.clone(), val[0].clone(), val[1].clone()))
+        return real(model, images, labels, recipe, generator=generator, val=val)
+
+    monkeypatch.setattr(adapt_finetune, "train_classifier", spy)
+    x, y = halves(20)
+    x[:, 0, 0, 0] = torch.arange(20, dtype=torch.uint8)  # tag each labelled image
+    model, info = adapt_classifier(tiny_vit(), x, y, 2, recipe=FAST, seed=0, val_fraction=0.3)
+    train_x, val_x, val_y = calls[0]
+    train_tags, val_tags = set(train_x[:, 0, 0, 0].tolist()), set(val_x[:, 0, 0, 0].tolist())
+    assert not train_tags & val_tags and train_tags | val_tags == set(range(20))
+    assert len(val_tags) == info["n_val"] == 6 and torch.equal(val_y, torch.from_numpy(y[sorted(val_tags)]))
+    # the best held-out score is the one restored
+    acc = (model.predict_proba(val_x).argmax(1) == val_y).double().mean().item()
+    assert info["val_top1"] == pytest.approx(acc)
+    assert info["best_step"] == max(info["history"], key=lambda h: (h["val_top1"], -h["val_loss"]))["step"]
+
+
+def test_early_stopping_stops_when_held_out_score_stalls():
+    x, y = halves(20)
+    recipe = FinetuneRecipe(steps=400, batch_size=16, lr=0.0, eval_every=2, patience=3)  # lr 0: nothing improves
+    _, info = adapt_classifier(tiny_vit(), x, y, 2, recipe=recipe, seed=0)
+    assert info["steps"] == 8 and info["best_step"] == 2
+
+
+# ---- separating a synthetic task -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["finetune", "lora"])
+def test_adapt_separates_halves(method):
+    x, y = halves(24)
+    xt, yt = halves(200, seed=1)
+    recipe = adapt_finetune.ADAPT_RECIPES[method]
+    recipe = FinetuneRecipe(**{**recipe.__dict__, "steps": 100, "batch_size": 16, "eval_every": 5})
+    model, info = adapt_classifier(tiny_vit(), x, y, 2, method=method, recipe=recipe, seed=0)
+    acc = (model.predict_proba(xt).argmax(1).numpy() == yt).mean()
+    assert acc > 0.85, (method, acc, info["val_top1"])
+
+
+# ---- saved classifiers, predictions, CLI ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,merge", [("finetune", True), ("lora", False), ("lora", True)])
+def test_save_load_round_trip(tmp_path, method, merge):
+    x, y = halves(20)
+    model, info = adapt_classifier(tiny_vit(), x, y, 2, method=method,
+                                   recipe=FinetuneRecipe(steps=10, batch_size=8), seed=0)
+    out = save_classifier(model, tmp_path / "m", spec=SPEC, encoder_config=TINY, class_names=["left", "right"],
+                          merge=merge, info=info)
+    loaded, config = load_classifier(out)
+    assert config["class_names"] == ["left", "right"] and config["method"] == method
+    assert json.loads((out / "classifier.json").read_text())["encoder_config"] == TINY.model_dump()
+    assert bool(lora_modules(loaded)) == (method == "lora" and not merge)
+    xt, _ = halves(30, seed=1)
+    if method == "lora" and merge:
+        torch.testing.assert_close(loaded.predict_proba(xt), model.predict_proba(xt), atol=1e-5, rtol=1e-5)
+    else:
+        assert torch.equal(loaded.predict_proba(xt), model.predict_proba(xt))
+
+
+def test_cli_adapt_then_predict_csv(tiny_run, tmp_path):
+    run, root = tiny_run
+    from selfsup.cli import app
+
+    runner = CliRunner()
+    model_dir = tmp_path / "lora"
+    res = runner.invoke(app, ["adapt", str(run), "--data", str(root / "train.npz"), "--shots", "5",
+                              "--method", "lora", "--steps", "20", "--out", str(model_dir), "--no-merge", "--json"])
+    assert res.exit_code == 0, res.output
+    recs = json.loads(res.output.strip().splitlines()[-1])
+    assert {r["metric"] for r in recs} == {"val_top1", "val_loss"}
+    assert all(r["protocol"] == "lora" and r["shots"] == 5 and r["n_train"] == 8 and r["n_val"] == 2 for r in recs)
+    # unlabelled images, one of them unreadable
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    images, _ = halves(6, seed=2)
+    for i, im in enumerate(images):
+        Image.fromarray(im[0].numpy()).save(folder / f"img{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    preds = tmp_path / "preds.csv"
+    res = runner.invoke(app, ["predict", str(model_dir), "--data", str(folder), "--out", str(preds), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert summary["n"] == 6 and summary["skipped"] == 1 and summary["accuracy"] is None
+    rows = list(csv.DictReader(preds.open()))
+    assert list(rows[0]) == ["key", "pred", "pred_name", "prob_0", "prob_1"] and len(rows) == 6
+    assert sorted(r["key"].rsplit("/", 1)[-1] for r in rows) == [f"img{i}.png" for i in range(6)]
+    for r in rows:
+        p = [float(r["prob_0"]), float(r["prob_1"])]
+        assert sum(p) == pytest.approx(1, abs=1e-4) and int(r["pred"]) == int(np.argmax(p)) and r["pred_name"] == r["pred"]
+
+
+# ---- the label-efficiency curve ------------------------------------------------------------------
+
+
+def test_evaluate_curve_cli_writes_every_protocol_and_budget(tiny_run, monkeypatch):
+    run, root = tiny_run
+    from selfsup.cli import app
+
+    real = api.evaluate_curve  # the CLI's default recipe trains 200 steps; 3 keep the test fast
+    monkeypatch.setattr(api, "evaluate_curve", lambda *a, **k: real(*a, recipe=FinetuneRecipe(steps=3, batch_size=8),
+                                                                     **k))
+    res = CliRunner().invoke(app, ["evaluate", str(run), "--data", str(root / "test.npz"), "--train-data",
+                                   str(root / "train.npz"), "--curve", "--json"])
+    assert res.exit_code == 0, res.output
+    recs = json.loads(res.output.strip().splitlines()[-1])
+    budgets = [("shots", k) for k in (1, 5, 10, 50)] + [("label_fraction", 1.0)]
+    combos = {("knn", "ssl"), ("knn", "raw"), ("linear", "ssl"), ("linear", "raw"), ("finetune", "ssl"),
+              ("finetune", "scratch"), ("lora", "ssl")}
+    got = {(r["protocol"], r["encoder"], kind, r[kind]) for r in recs for kind in ("shots", "label_fraction")
+           if r.get(kind) is not None and r["metric"] == "top1"}
+    assert got == {(p, e, kind, v) for p, e in combos for kind, v in budgets}
+    assert all(r["n_seeds"] == 3 for r in recs)
+    assert {r["metric"] for r in recs} == {"top1", "auroc"}
+    assert len(load_records(run / "metrics.json")) >= len(recs)
+    png = (run / "figures" / "label_efficiency.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
