@@ -185,10 +185,11 @@ def machine() -> str:
 
 
 def record(task: str, metric: str, value: float, peer: str, config: str, std: float = 0.0, **extra) -> dict:
-    """A result in the foundation issue's record shape (``selfsup.evaluate.records``)."""
+    """A result in the foundation issue's record shape (``selfsup.evaluate.records``); NaN -> null."""
+    value = float(value)
     return {
         "task": task, "protocol": "benchmark", "encoder": "ssl", "metric": metric,
-        "mean": round(float(value), 6), "std": round(float(std), 6), "n_seeds": 1,
+        "mean": round(value, 6) if value == value else None, "std": round(float(std), 6), "n_seeds": 1,
         "peer": peer, "config": config, "date": date.today().isoformat(), **extra,
     }
 

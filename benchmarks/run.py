@@ -50,7 +50,7 @@ def summary(records: list[dict]) -> list[dict]:
         row = rows.setdefault((task, name), {"task": task, "contender": name})
         metric, value = r.get("metric"), r.get("mean")
         if metric == "images_per_s":
-            row["images_per_s"] = r.get("note", "") if value != value else round(value, 1)  # NaN: not importable
+            row["images_per_s"] = r.get("note", "") if value is None else round(value, 1)  # None: not importable
             if "vs_before" in r:
                 row["ratio"] = f"{r['vs_before']:.2f}x vs before"
         elif metric == "mfu":

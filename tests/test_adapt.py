@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -182,8 +183,7 @@ def test_early_stopping_stops_when_held_out_score_stalls():
 def test_adapt_separates_halves(method):
     x, y = halves(24)
     xt, yt = halves(200, seed=1)
-    recipe = adapt_finetune.ADAPT_RECIPES[method]
-    recipe = FinetuneRecipe(**{**recipe.__dict__, "steps": 100, "batch_size": 16, "eval_every": 5})
+    recipe = replace(adapt_finetune.ADAPT_RECIPES[method], steps=100, batch_size=16, eval_every=5)
     model, info = adapt_classifier(tiny_vit(), x, y, 2, method=method, recipe=recipe, seed=0)
     acc = (model.predict_proba(xt).argmax(1).numpy() == yt).mean()
     assert acc > 0.85, (method, acc, info["val_top1"])
@@ -239,7 +239,20 @@ def test_cli_adapt_then_predict_csv(tiny_run, tmp_path):
     assert sorted(r["key"].rsplit("/", 1)[-1] for r in rows) == [f"img{i}.png" for i in range(6)]
     for r in rows:
         p = [float(r["prob_0"]), float(r["prob_1"])]
-        assert sum(p) == pytest.approx(1, abs=1e-4) and int(r["pred"]) == int(np.argmax(p)) and r["pred_name"] == r["pred"]
+        assert sum(p) == pytest.approx(1, abs=1e-4) and int(r["pred"]) == int(np.argmax(p))
+        assert r["pred_name"] == r["pred"]  # no class names in an .npz: the names are the indices
+
+
+def test_api_adapt_label_fraction_default_folder(tiny_run):
+    run, root = tiny_run
+    model_dir = api.adapt(run, str(root / "train.npz"), label_fraction=0.2, recipe=FinetuneRecipe(steps=5),
+                          log=lambda m: None)
+    assert model_dir == run / "classifiers" / "finetune-20pct-seed0"
+    config = json.loads((model_dir / "classifier.json").read_text())
+    assert config["label_fraction"] == 0.2 and config["n_labels"] == 22 and config["n_train"] + config["n_val"] == 22
+    assert config["recipe"]["steps"] == 5 and config["lora"] is None
+    with pytest.raises(ValueError, match="not both"):
+        api.adapt(run, str(root / "train.npz"), shots=1, label_fraction=0.2)
 
 
 # ---- the label-efficiency curve ------------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_bad_input_is_one_line_error(tmp_path):
 def test_digits_pretrain_evaluate_json(tmp_path):
     run = tmp_path / "run"
     selfsup("pretrain", "--method", "mae", "--data", "digits:train", "--steps", "6", "--out", str(run),
-            "data.image_size=16", "train.batch_size=32", "train.ckpt_every=3", *TINY)
+            "data.image_size=16", "train.batch_size=32", "train.ckpt_every=3", "train.log_every=2", *TINY)
     for name in ("config.yaml", "encoder.safetensors", "method.safetensors", "metrics.json",
                  "checkpoints/last.ckpt", "logs/csv/metrics.csv"):
         assert (run / name).exists(), name
@@ -73,3 +73,16 @@ def test_cifar10_shards_pretrain_resume_evaluate(tmp_path, shared_data):
     knn = next(r for r in records if r["protocol"] == "knn" and r["encoder"] == "ssl")
     assert knn["task"] == "cifar10" and knn["n_seeds"] == 3 and knn["shots"] == 10
     assert 0.0 <= knn["mean"] <= 1.0
+
+
+@pytest.mark.slow
+def test_export_formats(tmp_path):
+    run = tmp_path / "run"
+    selfsup("pretrain", "--data", "digits:train", "--steps", "2", "--out", str(run), "data.image_size=16",
+            "train.batch_size=32", *TINY)
+    for fmt in ("safetensors", "onnx", "hf", "timm"):
+        proc = selfsup("export", str(run), "--format", fmt)
+        assert f"exported {fmt}" in proc.stdout
+    assert (run / "export" / "encoder.onnx").is_file() and (run / "export" / "hf" / "config.json").is_file()
+    proc = selfsup("export", str(run), "--format", "pickle", check=False)
+    assert proc.returncode == 2 and "unknown export format" in proc.stderr

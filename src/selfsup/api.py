@@ -542,6 +542,16 @@ def evaluate_curve(
 # ---- visual anomaly detection: PatchCore over a run's encoder (or raw pixel patches) -------------
 
 ANOMALY_BANK = "patchcore.safetensors"
+ANOMALY_NORMALIZE = ("none", "image")
+
+
+def standardize_images(images: torch.Tensor | np.ndarray, mean: float = 128.0, std: float = 32.0) -> torch.Tensor:
+    """Per-image brightness and contrast normalisation: each uint8 image (N, C, H, W) shifted and
+    scaled to pixel mean ``mean`` and standard deviation ``std`` (over all its pixels), clipped to
+    0..255. Removes exposure differences between shots, which otherwise dominate patch distances."""
+    x = torch.as_tensor(images).float()
+    m, s = x.mean(dim=(1, 2, 3), keepdim=True), x.std(dim=(1, 2, 3), keepdim=True)
+    return (mean + std * (x - m) / (s + 1e-3)).clamp(0, 255).round().to(torch.uint8)
 
 
 def _is_mvtec(data: str | Path) -> bool:
@@ -603,6 +613,7 @@ def anomaly_fit(
     layers: Sequence[int] | None = None,
     pixel_patch: int = 8,
     reweight: int = 0,
+    normalize: str = "none",
     max_samples: int | None = None,
     seed: int = 0,
     log: Log = _say,
@@ -613,12 +624,15 @@ def anomaly_fit(
     mid-depth, 3x3-averaged), or raw ``pixel_patch`` x ``pixel_patch`` pixel patches when ``run``
     is None. ``data``: an MVTec-AD root (its ``train/good`` is used), an image folder (every image
     resized as a whole to a square) or any ``--data`` source. ``coreset`` is the fraction of all
-    training patches kept. Writes the bank (default ``RUN/anomaly/patchcore.safetensors``, or
+    training patches kept. ``normalize`` "image" applies ``standardize_images`` to every image
+    first (also when scoring). Writes the bank (default ``RUN/anomaly/patchcore.safetensors``, or
     ``runs/anomaly-raw-<time>/`` for raw pixels) and ``patchcore.json`` beside it, which names the
     run and image size so ``anomaly_score`` can rebuild the detector.
     """
     from selfsup.evaluate.anomaly import PatchCore
 
+    if normalize not in ANOMALY_NORMALIZE:
+        raise ValueError(f"normalize must be one of {', '.join(ANOMALY_NORMALIZE)}, not {normalize!r}")
     encoder, channels = None, None
     if run is not None:
         encoder, spec, _ = load_encoder(run)
@@ -637,10 +651,10 @@ def anomaly_fit(
     t0 = time.monotonic()
     model = PatchCore(layers=tuple(layers) if layers else None, pixel_patch=pixel_patch, coreset_size=coreset,
                       reweight=reweight, seed=seed)
-    model.fit(encoder, images)
+    model.fit(encoder, standardize_images(images) if normalize == "image" else images)
     model.save(out)
     info = {"run": str(Path(run).resolve()) if run is not None else None, "image_size": image_size,
-            "channels": int(images.shape[1]), "data": str(data), "n_train": len(images),
+            "channels": int(images.shape[1]), "normalize": normalize, "data": str(data), "n_train": len(images),
             "memory_bank": list(model.memory_bank.shape), "patchcore": model.config(),
             "fit_seconds": round(time.monotonic() - t0, 2)}
     out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
@@ -699,7 +713,7 @@ def anomaly_score(
         images, paths = _read_square(Path(data), size, channels)
         defects = [Path(p).parent.name if Path(p).parent != Path(data) else "" for p in paths]
     t0 = time.monotonic()
-    scores, heatmaps = detector.score(images)
+    scores, heatmaps = detector.score(standardize_images(images) if info.get("normalize") == "image" else images)
     log(f"scored {len(images)} images of {data} in {time.monotonic() - t0:.1f}s")
     with open(out_dir / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -716,7 +730,9 @@ def anomaly_score(
         r.update(image_size=size, coreset=info["patchcore"]["coreset_size"], memory_bank=info["memory_bank"][0],
                  n_train=info["n_train"], bank=str(bank))
     merge_records(run_dir / "metrics.json", recs)
-    log(format_table(recs))
+    by = {(r["defect"], r["metric"]): r["mean"] for r in recs}
+    log("defect       image AUROC  pixel AUROC\n" + "\n".join(
+        f"{d:12s} {by[d, 'image_auroc']:11.4f}  {by[d, 'pixel_auroc']:11.4f}" for d in dict.fromkeys(k[0] for k in by)))
 
     figures = out_dir / "heatmaps"
     figures.mkdir(exist_ok=True)
@@ -753,3 +769,40 @@ def _anomaly_report(run_dir: Path, info: dict, anomaly: dict, images: torch.Tens
                         labels=labels[keep] if method is not None else None, class_names=class_names,
                         anomaly=anomaly)
     log(f"report written to {path}")
+
+
+EXPORT_FORMATS = ("safetensors", "onnx", "hf", "timm")
+
+
+def export(run: str | Path, format: str, out: str | Path | None = None, *, log: Log = _say) -> Path:
+    """Deliver a run's encoder: ``safetensors`` (timm names + config metadata), ``onnx`` (pooled
+    features, checked against torch in onnxruntime), ``hf`` (a ``transformers.ViTModel`` folder) or
+    ``timm`` (timm-named weights + config)."""
+    import shutil
+
+    from selfsup.export.hf import export_hf, export_timm
+
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    run = Path(run)
+    encoder, spec, enc_cfg = load_encoder(run)
+    if format in ("hf", "timm") and enc_cfg.name != "vit":
+        raise ValueError(f"--format {format} exports ViT encoders; this run's encoder is {enc_cfg.name}")
+    default = {"safetensors": "encoder.safetensors", "onnx": "encoder.onnx", "hf": "hf", "timm": "timm"}[format]
+    target = Path(out) if out else run / "export" / default
+    if format == "safetensors":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run / "encoder.safetensors", target)
+    elif format == "onnx":
+        from selfsup.export.onnx import check_onnx, export_onnx
+
+        export_onnx(encoder, spec, target)
+        x = torch.rand(3, spec.channels, spec.image_size, spec.image_size)
+        diff = check_onnx(encoder, target, x)
+        log(f"onnxruntime matches torch: max abs difference {diff:.2e}")
+    elif format == "hf":
+        export_hf(encoder, target)
+    else:
+        export_timm(encoder, target)
+    log(f"exported {format} to {target}")
+    return target

@@ -208,6 +208,18 @@ def embed(
 
 
 @app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    format: Annotated[str, typer.Option("--format", help="safetensors, onnx, hf or timm")] = "safetensors",
+    out: Annotated[Path | None, typer.Option(help="output file or folder (default RUN/export/...)")] = None,
+) -> None:
+    """Export the encoder: safetensors (timm names), ONNX, a Hugging Face ViTModel folder, or timm."""
+    from selfsup import api
+
+    api.export(run, format, out)
+
+
+@app.command()
 def datasets() -> None:
     """What --data accepts, and the built-in data sets."""
     from selfsup.data import describe_sources
@@ -232,6 +244,8 @@ def anomaly_fit(
     layers: Annotated[list[str] | None, typer.Option(help="encoder blocks, 0-based (default the two at mid-depth)")]
     = None,
     patch: Annotated[int, typer.Option(help="raw pixel patch side (with --raw)")] = 8,
+    normalize: Annotated[str, typer.Option(help="none, or image: per-image brightness/contrast standardisation "
+                                           "(also applied when scoring)")] = "none",
     max_samples: Annotated[int | None, typer.Option(help="cap on normal images read")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
 ) -> None:
@@ -241,7 +255,7 @@ def anomaly_fit(
     if (run is None) == (not raw):
         raise ValueError("give a RUN folder or --raw (raw pixel patches), not both or neither")
     bank = api.anomaly_fit(None if raw else run, data, out=out, image_size=image_size, coreset=coreset,
-                           layers=_csv(layers, int), pixel_patch=patch, max_samples=max_samples,
+                           layers=_csv(layers, int), pixel_patch=patch, normalize=normalize, max_samples=max_samples,
                            log=_log_for(as_json))
     if as_json:
         print(json.dumps({"bank": str(bank), **json.loads(bank.with_suffix(".json").read_text())}), flush=True)

@@ -100,6 +100,11 @@ def _check_key(path: list[str], method_name: str) -> None:
     raise ConfigError(f"unknown config key {key!r}{hint}")
 
 
+def _section(value: Any) -> dict[str, Any]:
+    """A config section as a fresh dict: a bare string is a name (``method: mae``), junk is empty."""
+    return {"name": value} if isinstance(value, str) else dict(value) if isinstance(value, dict) else {}
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings (values parsed as YAML) to a raw config dict."""
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
@@ -108,8 +113,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, value = item.split("=", 1)
         path = key.strip().split(".")
-        method = raw.get("method", "mae")
-        method_name = method if isinstance(method, str) else method.get("name", "mae") if isinstance(method, dict) else ""
+        method_name = _section(raw.get("method", "mae")).get("name", "mae")
         _check_key(path, method_name)
         try:
             parsed = yaml.safe_load(value) if value.strip() else None
@@ -118,8 +122,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if len(path) == 1:
             raw[path[0]] = parsed
         else:
-            section = raw.get(path[0], {})
-            section = {"name": section} if isinstance(section, str) else dict(section) if isinstance(section, dict) else {}
+            section = _section(raw.get(path[0], {}))
             section[path[1]] = parsed
             raw[path[0]] = section
     return raw
@@ -174,8 +177,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if values is None:
             continue
         if isinstance(values, dict):
-            old = raw.get(section)
-            merged = {"name": old} if isinstance(old, str) else dict(old) if isinstance(old, dict) else {}
+            merged = _section(raw.get(section))
             merged.update(values)
             raw[section] = merged
         else:

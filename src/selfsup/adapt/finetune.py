@@ -18,13 +18,14 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.adapt.lora import add_lora
 from selfsup.data.spec import normalize, to_float
 
 
@@ -42,7 +43,6 @@ class FinetuneRecipe:
     augment: bool = True
     shift: float = 0.125  # max translation as a fraction of the image side (CIFAR's 4 px of 32)
     flip: bool = False
-    clip_grad: float = 0.0  # max global gradient norm; 0 = no clipping
     eval_every: int = 10  # early stopping: validate every this many steps (only with held-out labels)
     patience: int = 10  # ... and stop after this many validations without improvement (0 = never)
 
@@ -210,8 +210,6 @@ def train_classifier(
         loss = F.cross_entropy(model(normalize(x)), labels[idx], label_smoothing=r.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if r.clip_grad > 0:
-            nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], r.clip_grad)
         opt.step()
         if val is None or ((step + 1) % max(1, r.eval_every) and step + 1 < r.steps):
             continue
@@ -277,14 +275,12 @@ def adapt_classifier(
         g = torch.Generator().manual_seed(seed)
         body = copy.deepcopy(encoder)
         if method == "lora":
-            from selfsup.adapt.lora import add_lora
-
             body = add_lora(body, rank=lora_rank, alpha=lora_alpha)
         model = Classifier(body, num_classes).to(device)
         val = (x[val_idx].to(device), y[val_idx].to(device)) if len(val_idx) else None
         fit = train_classifier(model, x[train_idx].to(device), y[train_idx].to(device), r, generator=g, val=val)
     info = {
-        "method": method, "recipe": {k: v for k, v in r.__dict__.items()}, "seed": seed,
+        "method": method, "recipe": asdict(r), "seed": seed,
         "n_train": len(train_idx), "n_val": len(val_idx), "val_fraction": val_fraction, **fit,
         "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }

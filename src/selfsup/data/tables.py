@@ -25,6 +25,7 @@ import numpy as np
 from selfsup.data.sources import SkipCounter
 
 MAX_TABLE_BYTES = 2 * 2**30  # read whole; a bigger file should be sharded first
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class TableError(ValueError):
@@ -55,16 +56,21 @@ def _is_int(cell: str) -> bool:
     return cell.isascii() and cell.isdigit() and len(cell) <= 9  # a class index, not an id
 
 
+def _usable(v: float | None) -> bool:
+    return v is not None and math.isfinite(v) and abs(v) <= FLOAT32_MAX
+
+
 def _kind(cell: str) -> str:
-    """Why a numeric cell is unusable: "missing", "nan" (NaN, inf) or "text"."""
+    """Why a numeric cell is unusable: "missing", "nan" (NaN, inf), "out of range" (of float32) or "text"."""
     if not cell or cell.lower() in ("na", "n/a", "null", "none", "-", "?"):
         return "missing"
-    return "text" if _number(cell) is None else "nan"
+    v = _number(cell)
+    return "text" if v is None else "nan" if not math.isfinite(v) else "out of range"
 
 
 def _is_numeric(cells: list[str]) -> bool:
     values = [_number(c) for c in cells if c.strip()]
-    return bool(values) and sum(v is not None and math.isfinite(v) for v in values) > len(values) / 2
+    return bool(values) and sum(_usable(v) for v in values) > len(values) / 2
 
 
 def _read_rows(path: Path) -> list[list[str]]:
@@ -113,7 +119,7 @@ def read_table(path: str | Path, *, label: str | None = None, columns: list[str]
             skips.add([f"row {n}: wrong length: {len(row)} cells, the header has {width}"])
             continue
         values = [_number(row[j]) for j in feats]
-        bad = next((k for k, v in enumerate(values) if v is None or not math.isfinite(v)), None)
+        bad = next((k for k, v in enumerate(values) if not _usable(v)), None)
         if bad is not None:
             cell = row[feats[bad]].strip()
             skips.add([f"row {n}: {_kind(cell)} in {header[feats[bad]]}: {cell[:20]!r}"])

@@ -121,15 +121,18 @@ class PretrainModule(L.LightningModule):
         skipped = batch.pop("skipped", [])
         self.n_skipped += len(skipped)
         self.skipped_examples.extend(skipped[: max(0, 20 - len(self.skipped_examples))])
-        if len(batch.get("label", [None])) == 0:
-            return None  # every sample of this batch was unreadable
-        out = self.method(batch)
-        loss = out["loss"]
-        finite = torch.isfinite(loss.detach()).float()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        if finite.item() < 1:
+        empty = len(batch.get("label", [None])) == 0  # every sample of this batch was unreadable
+        out = None if empty else self.method(batch)
+        loss = None if empty else out["loss"]
+        # (empty here, loss not finite here), decided together: all ranks skip a step or none does
+        flags = torch.tensor([float(empty), 0.0 if empty else float(~torch.isfinite(loss.detach()))],
+                             device=self.device)
+        if distributed.is_initialized():
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        if flags[1] > 0:
             self._bad_step("loss")
+            return None
+        if flags[0] > 0:
             return None
         n = len(batch["label"]) if "label" in batch else len(next(iter(batch.values())))
         self.images_seen += n
