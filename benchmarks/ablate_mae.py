@@ -24,6 +24,7 @@ import types
 from collections.abc import Callable
 from dataclasses import replace
 
+import _passive_omp  # noqa: F401  (before torch)
 import torch
 import torch.nn.functional as F
 from bench_mae import build

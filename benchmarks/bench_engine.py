@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import _passive_omp  # noqa: F401  (before torch)
 import lightning as L
 import torch
 from bench_mae import build

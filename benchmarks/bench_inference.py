@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import _passive_omp  # noqa: F401  (before torch)
 import torch
 from common import CONFIGS, ModelConfig, interleaved, machine, measure_peak_flops, record, table, vit_infer_flops
 from torch import nn

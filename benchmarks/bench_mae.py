@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
+import _passive_omp  # noqa: F401  (before torch)
 import torch
 from common import (
     CONFIGS,

@@ -12,6 +12,7 @@ import argparse
 from collections import defaultdict
 from dataclasses import replace
 
+import _passive_omp  # noqa: F401  (before torch)
 import torch
 from bench_mae import BUILDERS, build
 from common import CONFIGS

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import _passive_omp  # noqa: F401  (before torch)
 from common import machine, table
 
 HERE = Path(__file__).parent

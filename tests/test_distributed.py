@@ -96,16 +96,49 @@ def pretrain_keyed(out: Path, devices: int, batch: int) -> None:
     (out / f"losses-{rank}.json").write_text(json.dumps(KeyedMAE.losses))
 
 
-@pytest.mark.slow
-def test_ddp_two_processes_match_one_process(tmp_path: Path, monkeypatch):
-    """torchrun, 2 CPU processes (gloo), per-rank batch 4 == one process, batch 8: same loss at
-    every step (the mean of the ranks') and the same final weights."""
+class NaNOnRank1(MAE):
+    """Rank 1 alone turns NaN after 3 steps: every rank must skip together, then stop together."""
+
+    calls = 0
+
+    def forward(self, batch: dict, mask_ratio: float | None = None) -> dict:
+        out = super().forward(batch, mask_ratio)
+        NaNOnRank1.calls += 1
+        if NaNOnRank1.calls > 3 and distributed.global_rank() == 1:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+def pretrain_nan_on_one_rank(out: Path) -> None:
+    from selfsup import api
+    from selfsup.train.engine import NonFiniteLossError
+
+    METHODS["nan_rank1"] = NaNOnRank1
+    overrides = [*TINY, "train.batch_size=4", "train.strategy=ddp", "train.devices=2", "train.ckpt_every=1",
+                 "train.max_bad_steps=3"]
+    try:
+        api.pretrain("digits:train", "nan_rank1", overrides=overrides, out=out, steps=20, log=lambda m: None)
+    except NonFiniteLossError as e:
+        (out / f"stopped-{distributed.global_rank()}.txt").write_text(str(e))
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory) -> Path:
+    """One torchrun launch, 2 CPU processes (gloo), running the two DDP scenarios below."""
+    folder = tmp_path_factory.mktemp("ddp")
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-           str(HERE), str(tmp_path / "ddp"), "2", "4"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=quiet_env(), capture_output=True, text=True, timeout=300)
+           str(HERE), str(folder)]
+    proc = subprocess.run(cmd, cwd=folder, env=quiet_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
 
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(ddp_runs: Path, tmp_path: Path, monkeypatch):
+    """torchrun, 2 CPU processes (gloo), per-rank batch 4 == one process, batch 8: same loss at
+    every step (the mean of the ranks') and the same final weights."""
+    (tmp_path / "ddp").symlink_to(ddp_runs / "ddp")
     monkeypatch.setattr(KeyedMAE, "losses", [])
     monkeypatch.setitem(METHODS, "keyed_mae", KeyedMAE)
     pretrain_keyed(tmp_path / "single", 1, 8)
@@ -129,6 +162,18 @@ def test_ddp_two_processes_match_one_process(tmp_path: Path, monkeypatch):
                               tiny_mae_init()["encoder.blocks.0.attn.proj.weight"], atol=1e-3)  # it trained
     metrics = {r["metric"]: r["mean"] for r in json.loads((tmp_path / "ddp" / "metrics.json").read_text())}
     assert metrics["steps"] == STEPS
+
+
+@pytest.mark.slow
+def test_ddp_nan_on_one_rank_skips_and_stops_every_rank(ddp_runs: Path):
+    """Lightning cannot skip a DDP step by returning None; the engine's skip keeps the ranks in step,
+    and after 3 bad steps in a row both stop with the same line, the saved weights untouched."""
+    from selfsup.train.checkpoint import safe_torch_load
+
+    messages = [(ddp_runs / "nan" / f"stopped-{r}.txt").read_text() for r in (0, 1)]
+    assert messages[0] == messages[1] and "loss was not finite for 3 steps in a row" in messages[0]
+    ckpt = safe_torch_load(ddp_runs / "nan" / "checkpoints" / "last.ckpt")
+    assert ckpt["selfsup"]["bad_steps"] == 2 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
 def test_multi_process_run_needs_a_run_folder(monkeypatch):
@@ -270,6 +315,7 @@ def test_http_stream_split_reads_each_sample_once(tmp_path: Path):
     assert len(counts) == 30 and set(counts.values()) == {1}
 
 
-if __name__ == "__main__":  # the torchrun worker of test_ddp_two_processes_match_one_process
+if __name__ == "__main__":  # the torchrun worker of the `ddp_runs` fixture
     torch.set_num_threads(1)
-    pretrain_keyed(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    pretrain_keyed(Path(sys.argv[1]) / "ddp", 2, 4)
+    pretrain_nan_on_one_rank(Path(sys.argv[1]) / "nan")

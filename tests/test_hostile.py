@@ -149,6 +149,21 @@ def test_garbage_shard_is_refused_and_a_damaged_one_in_a_list_is_skipped(tmp_pat
     assert len(keys) == 3 and skips.by_reason["unreadable shard"] == 1
 
 
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_shard_damaged_halfway_is_counted_not_silently_shortened(tmp_path: Path, suffix: str):
+    """tarfile stops quietly at a garbage header; the reader checks the rest of the stream (and the
+    gzip CRC), so the samples before the damage are read and the damage is counted."""
+    whole = tmp_path / f"whole{suffix}"
+    with tarfile.open(whole, "w:gz" if suffix == ".tar.gz" else "w") as tar:
+        for i in range(20):
+            add(tar, f"k{i:02d}.png", encode("L", size=(24, 24)))
+    data, damaged = whole.read_bytes(), tmp_path / f"damaged{suffix}"
+    garbage = RNG.integers(1, 255, len(data) - len(data) // 2, dtype=np.uint8).tobytes()
+    damaged.write_bytes(data[: len(data) // 2] + garbage)
+    _, keys, skips = all_batches(open_source(str(damaged)).loader(4))
+    assert 0 < len(keys) < 20 and skips.by_reason["unreadable shard"] == 1
+
+
 # --- tables --------------------------------------------------------------------------------------
 
 

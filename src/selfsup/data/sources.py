@@ -543,33 +543,71 @@ def _unsafe_name(name: str) -> bool:
     return name.startswith(("/", "\\")) or ".." in parts or (len(parts[0]) > 1 and parts[0][1] == ":")
 
 
+class _Deferred:
+    """A stream whose read error ends the data instead of failing that read: tarfile reads ahead
+    in 10 KB records, so the members before the damage are still yielded; `_check_end` raises it."""
+
+    def __init__(self, stream) -> None:
+        self.error = None
+        self.read_some = getattr(stream, "read1", stream.read)  # read1: what is there, not all or nothing
+
+    def read(self, size: int = -1) -> bytes:
+        if self.error is not None:
+            return b""
+        try:
+            return self.read_some(size)
+        except Exception as e:  # noqa: BLE001 - gzip CRC/length, zlib, a dropped connection...
+            self.error = e
+            return b""
+
+
+def _check_end(tar: tarfile.TarFile, data: _Deferred) -> None:
+    """Raise unless the stream ends cleanly: only zeros after the last header tarfile read, no read
+    error, and for gzip a CRC and length that hold.
+
+    tarfile ends an archive quietly at the first invalid header, so a shard damaged halfway would
+    pass for a shorter one; reading to the end of the stream makes that damage an error.
+    """
+    while chunk := tar.fileobj.read(1 << 16):
+        if chunk.count(0) != len(chunk):
+            raise tarfile.ReadError("damaged: data after the last readable member")
+    if data.error is not None:
+        raise data.error
+
+
 def tar_samples(url: str) -> Iterator[tuple[str, dict[str, bytes]] | dict]:
     """(KEY, {ext: bytes}) for each sample of a (gzipped) tar stream; members grouped by KEY.EXT.
 
     Read in memory, never extracted. A member with an unsafe name (absolute, `..`) or above
-    `MAX_MEMBER_BYTES` is not read: a skip marker stands in for it.
+    `MAX_MEMBER_BYTES` is not read: a skip marker stands in for it. Damage anywhere in the shard
+    (bad header, gzip CRC or length) raises once the samples before it have been yielded.
     """
-    with _open_stream(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-        key, group = None, {}
-        for m in tar:
-            folder, _, base = m.name.rpartition("/")
-            if _unsafe_name(m.name):
-                yield skip(m.name, "unsafe path")
-                continue
-            if m.isfile() and m.size > MAX_MEMBER_BYTES:
-                yield skip(m.name, f"too large: {m.size} bytes")
-                continue
-            if not m.isfile() or base.startswith(".") or "." not in base:
-                continue
-            stem, _, ext = base.partition(".")
-            k = f"{folder}/{stem}" if folder else stem
-            if k != key:
-                if group:
-                    yield key, group
-                key, group = k, {}
-            group[ext.lower()] = tar.extractfile(m).read()
-        if group:
-            yield key, group
+    path = urlparse(url).path if _is_url(url) else url
+    gz, plain = path.endswith((".gz", ".tgz")), path.endswith(".tar")
+    with _open_stream(url) as stream:
+        data = _Deferred(gzip.GzipFile(fileobj=stream, mode="rb") if gz else stream)  # GzipFile checks the CRC
+        with tarfile.open(fileobj=data, mode="r|" if gz or plain else "r|*") as tar:
+            key, group = None, {}
+            for m in tar:
+                folder, _, base = m.name.rpartition("/")
+                if _unsafe_name(m.name):
+                    yield skip(m.name, "unsafe path")
+                    continue
+                if m.isfile() and m.size > MAX_MEMBER_BYTES:
+                    yield skip(m.name, f"too large: {m.size} bytes")
+                    continue
+                if not m.isfile() or base.startswith(".") or "." not in base:
+                    continue
+                stem, _, ext = base.partition(".")
+                k = f"{folder}/{stem}" if folder else stem
+                if k != key:
+                    if group:
+                        yield key, group
+                    key, group = k, {}
+                group[ext.lower()] = tar.extractfile(m).read()
+            _check_end(tar, data)
+            if group:
+                yield key, group
 
 
 def _expand_shards(spec: str) -> list[str]:

@@ -98,6 +98,7 @@ class PretrainModule(L.LightningModule):
         self.batches_seen = 0  # batches drawn, bad or empty ones included: the RNG and data clock
         self.positions: dict[int, tuple[int, int, int]] = {}  # data reader -> (readers, epoch, count)
         self.train_loader: torch.utils.data.DataLoader | None = None
+        self.drop_update = False
 
     @property
     def warmup_steps(self) -> int:
@@ -131,9 +132,8 @@ class PretrainModule(L.LightningModule):
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
         if flags[1] > 0:
             self._bad_step("loss")
-            return None
-        if flags[0] > 0:
-            return None
+        if flags.any():
+            return self._skip()
         n = len(batch["label"]) if "label" in batch else len(next(iter(batch.values())))
         self.images_seen += n
         bs = n
@@ -145,6 +145,15 @@ class PretrainModule(L.LightningModule):
         if batch_idx % max(1, self.cfg.log_every) == 0:
             self.loss_history.append((self.global_step, float(loss.detach())))
         return loss
+
+    def _skip(self) -> torch.Tensor:
+        """A zero loss that touches every trainable parameter; the update is then dropped.
+
+        Lightning cannot skip a step by returning None under DDP, and DDP's reducer wants a
+        gradient for every parameter, so the step runs on all ranks and changes nothing.
+        """
+        self.drop_update = True
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
 
     def _bad_step(self, what: str) -> None:
         self.bad_steps += 1
@@ -160,7 +169,10 @@ class PretrainModule(L.LightningModule):
         """A finite loss can still give non-finite gradients: drop that update (AdamW skips a
         parameter whose grad is None, moments included). 16-mixed leaves this to its grad scaler."""
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not params:  # no backward ran: the loss was skipped
+        if self.drop_update:  # a skipped step (`_skip`)
+            self.drop_update = False
+            for p in params:
+                p.grad = None
             return
         if self.trainer.precision != "16-mixed" and not all_finite([p.grad for p in params]):
             for p in params:
