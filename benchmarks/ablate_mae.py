@@ -19,6 +19,8 @@ import argparse
 import contextlib
 import json
 import statistics
+import subprocess
+import sys
 import time
 import types
 from collections.abc import Callable
@@ -28,7 +30,7 @@ import _passive_omp  # noqa: F401  (before torch)
 import torch
 import torch.nn.functional as F
 from bench_mae import build
-from common import CONFIGS, interleaved, mae_train_flops, measure_peak_flops, paired_ratio, record, table
+from common import CONFIGS, heap_malloc, interleaved, mae_train_flops, measure_peak_flops, paired_ratio, record, table
 from torch import nn
 
 from selfsup.data.spec import normalize
@@ -85,6 +87,26 @@ def variant(model: nn.Module, loss_of: Callable, x: torch.Tensor, *, old_attenti
     return step
 
 
+def child(malloc: str, c, steps: int, warmup: int, clock: str) -> None:
+    """Child process: step times of the final eager variant with glibc malloc ``malloc``, as JSON."""
+    heap_malloc(malloc == "heap")
+    x = torch.rand(c.batch, c.channels, c.image_size, c.image_size)
+    step = variant(*build("selfsup", c, "cpu"), x, old_attention=False, old_patches=False, fused=True)
+    print(json.dumps(interleaved({"s": step}, steps, warmup, "cpu", clock)["s"]))
+
+
+def malloc_ab(a: argparse.Namespace, blocks: int = 2) -> tuple[list[float], list[float]]:
+    """Default vs heap malloc, each in fresh processes (the setting is per process), blocks alternating."""
+    times: dict[str, list[float]] = {"default": [], "heap": []}
+    for _ in range(blocks):
+        for mode in times:
+            args = ["--child", mode, "--steps", str(max(3, a.steps // 2)), "--warmup", str(a.warmup),
+                    "--batch", str(a.batch), "--clock", a.clock, *(["--threads", str(a.threads)] if a.threads else [])]
+            out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+            times[mode] += json.loads(out.stdout.strip().splitlines()[-1])
+    return times["default"], times["heap"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
@@ -92,12 +114,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: CPU seconds (for a busy machine)")
+    ap.add_argument("--no-malloc", action="store_true", help="skip the glibc malloc A/B (4 child processes)")
     ap.add_argument("--bf16", action="store_true", help="also time CPU bf16 autocast (informative)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--child", choices=["default", "heap"], default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     c = replace(CONFIGS["tiny32"], batch=a.batch)
+    if a.child:
+        return child(a.child, c, a.steps, a.warmup, a.clock)
     x = torch.rand(c.batch, c.channels, c.image_size, c.image_size)
     plan = {"before": dict(old_attention=True, old_patches=True, fused=False),
             "split_qkv": dict(old_attention=False, old_patches=True, fused=False),
@@ -115,22 +142,30 @@ def main() -> None:
         t = time.perf_counter()
         fns["compile"]()
         extra["compile"] = {"compile_s": round(time.perf_counter() - t, 1)}
-    peak = measure_peak_flops("cpu")
-    times = interleaved(fns, a.steps, a.warmup, "cpu")
+    peak = measure_peak_flops("cpu", clock=a.clock)
+    times = interleaved(fns, a.steps, a.warmup, "cpu", a.clock)
     flops = mae_train_flops(c)
-    rows, records, prev = [], [], None
-    for name, ts in times.items():
+    rows, records = [], []
+    for i, (name, ts) in enumerate(times.items()):
         med = statistics.median(ts)
         row = {"variant": name, "images_per_s": round(c.batch / med, 1), "mfu": round(flops / med / peak, 3),
                "vs_before": round(paired_ratio(ts, times["before"])[0], 3), **extra.get(name, {})}
-        if prev is not None:
-            row["vs_previous"] = round(paired_ratio(ts, times[prev])[0], 3)
-        prev = name if name != "bf16_autocast" else prev
+        if i > 0:
+            prev = "fused_adamw" if name in ("compile", "bf16_autocast") else list(times)[i - 1]
+            row["vs_previous"] = f"{paired_ratio(ts, times[prev])[0]:.3f} vs {prev}"
         rows.append(row)
-        records.append(record("mae_train_ablation", "images_per_s", c.batch / med, "selfsup", c.name,
-                              variant=name, vs_before=row["vs_before"]))
-    print(f"# tiny32 batch {c.batch}, {a.steps} steps, {torch.get_num_threads()} threads, "
-          f"peak {peak / 1e9:.1f} GFLOP/s")
+    if not a.no_malloc:
+        default, heap = malloc_ab(a)
+        d, h = statistics.median(default), statistics.median(heap)
+        rows.append({"variant": "heap_malloc (own processes)", "images_per_s": round(c.batch / h, 1),
+                     "vs_previous": f"{d / h:.3f} vs same code, default malloc ({c.batch / d:.1f} img/s)",
+                     "vs_before": f"~{d / h * rows[3]['vs_before']:.3f}", "mfu": round(flops / h / peak, 3)})
+    for row in rows:
+        records.append(record("mae_train_ablation", "images_per_s", row["images_per_s"], "selfsup", c.name,
+                              variant=row["variant"], vs_before=row["vs_before"], vs_previous=row.get("vs_previous"),
+                              clock=a.clock, threads=torch.get_num_threads()))
+    print(f"# tiny32 batch {c.batch}, {a.steps} steps, {torch.get_num_threads()} threads, {a.clock} clock, "
+          f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s")
     print(table(rows, ["variant", "images_per_s", "vs_previous", "vs_before", "mfu", "compile_s"]))
     if a.json:
         print(json.dumps(records))

@@ -69,11 +69,11 @@ def onnx_fn(model: nn.Module, c: ModelConfig, x: torch.Tensor, folder: Path) -> 
     from selfsup.export.onnx import check_onnx, export_onnx, session
 
     path = export_onnx(model, InputSpec(channels=c.channels, image_size=c.image_size), folder / "vit.onnx")
-    sess, feed = session(path), {"images": x.cpu().numpy()}
+    sess, feed = session(path, threads=torch.get_num_threads(), spin=False), {"images": x.cpu().numpy()}
     return (lambda: sess.run(None, feed)), check_onnx(model, path, x[:7].cpu())
 
 
-def run(c: ModelConfig, device: str, steps: int, warmup: int = 2) -> tuple[list[dict], list[dict]]:
+def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, clock: str = "wall") -> tuple[list[dict], list[dict]]:
     torch.manual_seed(0)
     x = torch.randn(c.batch, c.channels, c.image_size, c.image_size, device=device)
     fns, rows, records = {}, {}, []
@@ -95,8 +95,8 @@ def run(c: ModelConfig, device: str, steps: int, warmup: int = 2) -> tuple[list[
                 rows["selfsup_onnx"] = {"library": "selfsup_onnx", "note": f"onnxruntime CPU EP, max |diff| {diff:.1e}"}
             except ImportError as e:
                 rows["selfsup_onnx"] = {"library": "selfsup_onnx", "note": f"not importable ({e})"}
-    peak = measure_peak_flops(device)
-    times = interleaved(fns, steps, warmup, device)
+    peak = measure_peak_flops(device, clock=clock)
+    times = interleaved(fns, steps, warmup, device, clock)
     flops = vit_infer_flops(c)
     base = times["selfsup"]
     for name, ts in times.items():
@@ -126,6 +126,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: CPU seconds (for a busy machine)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -134,7 +135,9 @@ def main() -> None:
     c = CONFIGS[a.config or ("base224" if a.device.startswith("cuda") else "tiny32")]
     if a.batch:
         c = replace(c, batch=a.batch)
-    rows, records = run(c, a.device, a.steps, a.warmup)
+    rows, records = run(c, a.device, a.steps, a.warmup, a.clock)
+    for r in records:
+        r |= {"clock": a.clock, "threads": torch.get_num_threads()}
     print(table(rows, COLUMNS))
     if a.json:
         print(json.dumps(records))

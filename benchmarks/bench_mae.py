@@ -27,6 +27,7 @@ from common import (
     CONFIGS,
     ModelConfig,
     child_peak_mb,
+    heap_malloc,
     interleaved,
     machine,
     mae_train_flops,
@@ -128,10 +129,12 @@ def build_timm(c: ModelConfig) -> tuple[nn.Module, Callable]:
 BUILDERS = {"selfsup": build_selfsup, "hf_vitmae": build_hf, "timm_mae": build_timm}
 
 
-def make_step(model: nn.Module, loss_of: Callable, x: torch.Tensor, device: str, fused: bool = True) -> Callable:
-    """One optimizer step on the fixed batch ``x``; bf16 autocast on GPU, fp32 on CPU."""
+def make_step(model: nn.Module, loss_of: Callable, x: torch.Tensor, device: str, fused: bool = True,
+              precision: str = "fp32") -> Callable:
+    """One optimizer step on the fixed batch ``x``, fp32 or under bf16 autocast."""
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1.5e-3, betas=(0.9, 0.95), fused=fused)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    amp = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if precision == "bf16"
+           else contextlib.nullcontext())
 
     def step() -> None:
         with amp:
@@ -149,12 +152,12 @@ def build(name: str, c: ModelConfig, device: str) -> tuple[nn.Module, Callable]:
     return model.to(device).train(), loss_of
 
 
-def mem_child(name: str, c: ModelConfig, device: str) -> None:
+def mem_child(name: str, c: ModelConfig, device: str, precision: str) -> None:
     """Child process: peak resident memory (MiB) of building ``name`` and running 2 steps, as the last line."""
     x = torch.rand(c.batch, c.channels, c.image_size, c.image_size, device=device)
     base = reset_peak_rss()
     model, loss_of = build(name, c, device)
-    step = make_step(model, loss_of, x, device)
+    step = make_step(model, loss_of, x, device, precision=precision)
     step()
     step()
     print(peak_rss_mb() - base)
@@ -168,8 +171,8 @@ def gpu_peak_mb(step: Callable) -> float:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
-def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool = False,
-        memory: bool = True) -> tuple[list[dict], list[dict]]:
+def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool = False, memory: bool = True,
+        precision: str = "fp32", clock: str = "wall", malloc: str = "default") -> tuple[list[dict], list[dict]]:
     """Benchmark every importable contender; returns (table rows, records)."""
     x = torch.rand(c.batch, c.channels, c.image_size, c.image_size, device=device)
     rows, fns, skipped = {}, {}, {}
@@ -179,19 +182,20 @@ def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool
         except ImportError as e:
             skipped[name] = f"not importable ({type(e).__name__}: {e})"
             continue
-        fns[name] = make_step(model, loss_of, x, device)
+        fns[name] = make_step(model, loss_of, x, device, precision=precision)
         rows[name] = {"library": name, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)}
         if name == "selfsup" and compile_:
             cmodel, _ = build(name, c, device)
             cmodel.compile()  # what the engine does with train.compile=true
-            fns["selfsup+compile"] = make_step(cmodel, loss_of, x, device)
+            fns["selfsup+compile"] = make_step(cmodel, loss_of, x, device, precision=precision)
             t = time.perf_counter()
             fns["selfsup+compile"]()
             rows["selfsup+compile"] = {"library": "selfsup+compile", "params_M": rows[name]["params_M"],
                                        "compile_s": round(time.perf_counter() - t, 1)}
-    peak = measure_peak_flops(device)
-    times = interleaved(fns, steps, warmup, device)
-    peak = max(peak, measure_peak_flops(device))
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    peak = measure_peak_flops(device, dtype=dtype, clock=clock)
+    times = interleaved(fns, steps, warmup, device, clock)
+    peak = max(peak, measure_peak_flops(device, dtype=dtype, clock=clock))
     flops = mae_train_flops(c)
     records = []
     for name, ts in times.items():
@@ -201,7 +205,8 @@ def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool
         mem = None
         if memory and name in BUILDERS:
             mem = gpu_peak_mb(fns[name]) if device.startswith("cuda") else child_peak_mb(
-                __file__, ["--mem-child", name, "--config", c.name, "--batch", str(c.batch), "--device", device])
+                __file__, ["--mem-child", name, "--config", c.name, "--batch", str(c.batch), "--device", device,
+                           "--precision", precision, "--malloc", malloc])
         rows[name] |= {"images_per_s": round(ips, 1), "step_s": round(med, 3), "mfu": round(mfu, 3),
                        "peak_mem_mb": round(mem) if mem is not None else ""}
         std = statistics.pstdev([c.batch / t for t in ts])
@@ -223,8 +228,11 @@ def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool
     for name, why in skipped.items():
         rows[name] = {"library": name, "note": why}
         records.append(record("mae_train", "images_per_s", float("nan"), name, c.name, note=why))
-    print(f"# mae_train {c.name} on {device} ({machine()}), batch {c.batch}, {steps} steps after {warmup} warm-up, "
-          f"matmul peak {peak / 1e9:.1f} GFLOP/s, model {flops / c.batch / 1e9:.3f} GFLOP/image/step", file=sys.stderr)
+    for r in records:
+        r |= {"precision": precision, "clock": clock, "threads": torch.get_num_threads(), "malloc": malloc}
+    print(f"# mae_train {c.name} on {device} ({machine()}), {precision}, batch {c.batch}, {steps} steps after "
+          f"{warmup} warm-up, {clock} clock, {precision} matmul peak {peak / 1e9:.1f} GFLOP/s, "
+          f"model {flops / c.batch / 1e9:.3f} GFLOP/image/step", file=sys.stderr)
     return list(rows.values()), records
 
 
@@ -242,18 +250,25 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time selfsup under torch.compile")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: bf16 on GPU, fp32 on CPU")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: CPU seconds (for a busy machine)")
+    ap.add_argument("--malloc", choices=["default", "heap"], default="default",
+                    help="heap: glibc keeps freed memory (common.heap_malloc), for every contender alike")
     ap.add_argument("--json", action="store_true", help="print the records as the last line")
     ap.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.malloc == "heap":
+        heap_malloc(True)
+    precision = a.precision or ("bf16" if a.device.startswith("cuda") else "fp32")
     name = a.config or ("base224" if a.device.startswith("cuda") else "tiny32")
     c = CONFIGS[name]
     if a.batch:
         c = replace(c, batch=a.batch)
     if a.mem_child:
-        return mem_child(a.mem_child, c, a.device)
-    rows, records = run(c, a.device, a.steps, a.warmup, a.compile, not a.no_memory)
+        return mem_child(a.mem_child, c, a.device, precision)
+    rows, records = run(c, a.device, a.steps, a.warmup, a.compile, not a.no_memory, precision, a.clock, a.malloc)
     print(table(rows, COLUMNS))
     if a.json:
         print(json.dumps(records))

@@ -7,6 +7,7 @@ report medians over steps, and a ratio as the median of the per-round ratios.
 
 from __future__ import annotations
 
+import ctypes
 import platform
 import resource
 import statistics
@@ -92,23 +93,34 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure_peak_flops(device: str, repeats: int = 5) -> float:
-    """The machine's measured matmul peak (FLOP/s): fp32 on CPU, bf16 on GPU; best of ``repeats``."""
-    n, dtype, inner = (4096, torch.float32, 1) if device == "cpu" else (8192, torch.bfloat16, 20)
+def measure_peak_flops(device: str, repeats: int = 5, dtype: torch.dtype | None = None, clock: str = "wall") -> float:
+    """The machine's measured matmul peak (FLOP/s), best of ``repeats``: fp32 on CPU, bf16 on GPU by default.
+
+    With ``clock="cpu"`` the peak is per CPU second of all threads, to match CPU-clock step times.
+    """
+    dtype = dtype or (torch.float32 if device == "cpu" else torch.bfloat16)
+    n, inner = (4096, 1) if device == "cpu" else (8192, 20)
+    now = time.perf_counter if clock == "wall" else time.process_time
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(repeats + 1):
         sync(device)
-        t = time.perf_counter()
+        t = now()
         for _ in range(inner):
             a @ b
         sync(device)
-        best = min(best, (time.perf_counter() - t) / inner)
+        best = min(best, (now() - t) / inner)
     return 2 * n**3 / best
 
 
-def interleaved(fns: dict[str, Callable[[], None]], steps: int, warmup: int, device: str) -> dict[str, list[float]]:
-    """Run each function ``warmup`` times, then ``steps`` rounds of one call each; seconds per call."""
+def interleaved(fns: dict[str, Callable[[], None]], steps: int, warmup: int, device: str,
+                clock: str = "wall") -> dict[str, list[float]]:
+    """Run each function ``warmup`` times, then ``steps`` rounds of one call each; seconds per call.
+
+    ``clock="cpu"`` counts this process's CPU seconds (all threads) instead of wall time: on a
+    shared machine that is the work done, not the share of the cores the scheduler gave us.
+    """
+    now = time.perf_counter if clock == "wall" else time.process_time
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -116,11 +128,37 @@ def interleaved(fns: dict[str, Callable[[], None]], steps: int, warmup: int, dev
     for _ in range(steps):
         for name, fn in fns.items():
             sync(device)
-            t = time.perf_counter()
+            t = now()
             fn()
             sync(device)
-            times[name].append(time.perf_counter() - t)
+            times[name].append(now() - t)
     return times
+
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4  # glibc mallopt parameters
+
+
+def heap_malloc(on: bool = True) -> bool:
+    """glibc: keep tensors in the heap (``on``) or go back to mmap for big ones; False where not glibc.
+
+    By default every tensor over glibc's mmap threshold (at most 32 MB: here the decoder's MLP
+    activations at batch 256) is a fresh mmap: page faults and kernel zeroing on first touch, and
+    a munmap when freed, on every step. With ``on`` freed memory stays in the heap for the next step.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    if on:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+        libc.mallopt(_M_TOP_PAD, 256 * 2**20)
+    else:
+        libc.mallopt(_M_MMAP_MAX, 65536)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+        libc.mallopt(_M_TOP_PAD, 128 * 1024)
+        libc.malloc_trim(0)
+    return True
 
 
 def paired_ratio(ours: list[float], peer: list[float]) -> tuple[float, float]:

@@ -15,8 +15,10 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 from selfsup.api import standardize_images
+from selfsup.cli import app
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
 
@@ -107,22 +109,24 @@ def test_fit_and_score_with_a_run_encoder(mvtec, tmp_path):
 
 
 def test_raw_baseline_scores_a_plain_folder(mvtec, tmp_path):
+    """In process (the subprocess path is covered above): --raw, --normalize, a plain folder to score."""
     root, counts = mvtec
     bank = tmp_path / "raw" / "bank.safetensors"
-    fit = cli("anomaly", "fit", "--raw", "--data", str(root / "train" / "good"), "--image-size", str(SIZE),
-              "--patch", "4", "--normalize", "image", "--out", str(bank), "--json", cwd=tmp_path)
-    assert fit.returncode == 0, fit.stderr
+    runner = CliRunner()
+    fit = runner.invoke(app, ["anomaly", "fit", "--raw", "--data", str(root / "train" / "good"), "--image-size",
+                              str(SIZE), "--patch", "4", "--normalize", "image", "--out", str(bank), "--json"])
+    assert fit.exit_code == 0, fit.output
     summary = json.loads(fit.stdout.strip().splitlines()[-1])
     assert summary["run"] is None and summary["normalize"] == "image" and summary["memory_bank"][1] == 9 * 16
 
-    score = cli("anomaly", "score", str(bank), "--data", str(root / "test"), "--out", str(tmp_path / "out"),
-                "--json", cwd=tmp_path)
-    assert score.returncode == 0, score.stderr
+    score = runner.invoke(app, ["anomaly", "score", str(bank), "--data", str(root / "test"), "--out",
+                                str(tmp_path / "out"), "--json"])
+    assert score.exit_code == 0, score.output
     assert json.loads(score.stdout.strip().splitlines()[-1]) == []  # no masks: scores only
     rows = list(csv.DictReader(open(tmp_path / "out" / "scores.csv")))
     assert len(rows) == sum(counts.values()) and not (tmp_path / "raw" / "metrics.json").exists()
-    bad = cli("anomaly", "fit", str(tmp_path), "--raw", "--data", str(root), cwd=tmp_path)
-    assert bad.returncode == 2 and "not both" in bad.stderr
+    bad = runner.invoke(app, ["anomaly", "fit", str(tmp_path), "--raw", "--data", str(root)])
+    assert isinstance(bad.exception, ValueError) and "not both" in str(bad.exception)
 
 
 def test_standardize_images_sets_mean_and_std():

@@ -130,7 +130,8 @@ def ddp_runs(tmp_path_factory) -> Path:
     cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            str(HERE), str(folder)]
     proc = subprocess.run(cmd, cwd=folder, env=quiet_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    why = [line for line in proc.stderr.splitlines() if "Error" in line or "what()" in line or "terminate" in line]
+    assert proc.returncode == 0, "\n".join(why[:20]) + proc.stderr[-2000:]
     return folder
 
 
@@ -319,3 +320,6 @@ if __name__ == "__main__":  # the torchrun worker of the `ddp_runs` fixture
     torch.set_num_threads(1)
     pretrain_keyed(Path(sys.argv[1]) / "ddp", 2, 4)
     pretrain_nan_on_one_rank(Path(sys.argv[1]) / "nan")
+    if dist.is_initialized():  # leave together: no rank sees its peer's connections drop mid-teardown
+        dist.barrier()
+        dist.destroy_process_group()

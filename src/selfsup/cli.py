@@ -250,10 +250,10 @@ def anomaly_fit(
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
 ) -> None:
     """Build a PatchCore memory bank (greedy coreset of patch features) from normal images."""
-    from selfsup import api
-
     if (run is None) == (not raw):
         raise ValueError("give a RUN folder or --raw (raw pixel patches), not both or neither")
+    from selfsup import api
+
     bank = api.anomaly_fit(None if raw else run, data, out=out, image_size=image_size, coreset=coreset,
                            layers=_csv(layers, int), pixel_patch=patch, normalize=normalize, max_samples=max_samples,
                            log=_log_for(as_json))
@@ -281,7 +281,11 @@ def main() -> None:
 
     try:
         app()
-    except (ConfigError, ValueError, FileNotFoundError, KeyError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+        if os.environ.get("SELFSUP_DEBUG") or (
+            isinstance(e, RuntimeError) and type(e).__name__ != "NonFiniteLossError"
+        ):
+            raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)

@@ -61,14 +61,20 @@ def export_onnx(
     return path
 
 
-def session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU session with all graph optimisations; ``threads`` sets intra-op threads."""
+def session(path: str | Path, threads: int | None = None, spin: bool = True):
+    """An onnxruntime CPU session with all graph optimisations.
+
+    ``threads`` sets the intra-op threads (default: one per core); ``spin=False`` makes idle threads
+    sleep, like torch's OMP_WAIT_POLICY=PASSIVE, which is what a machine shared with others wants.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -446,15 +446,18 @@ def curve_metrics(records: list[dict], metric: str | None = None, limit: int = 2
 def plot_label_efficiency(records: list[dict], metric: str | None = None) -> bytes | None:
     """Mean ± std vs label budget (log x), one line per protocol (colour) and encoder (style).
 
-    One panel per (budget kind, metric) that has at least two budgets: shots are labels per
-    class, label fractions are shown in %. None when no panel qualifies.
+    One panel per (budget kind, metric) that has at least two budgets (a single fraction next to a
+    shots panel counts): shots are labels per class, label fractions are shown in %. None when no
+    panel qualifies.
     """
     recs = curve_records(records)
     panels = []
     for kind in ("shots", "label_fraction"):
         for m in curve_metrics(recs, metric):
             sel = [r for r in recs if budget_kind(r) == kind and r["metric"] == m]
-            if len({r[kind] for r in sel}) >= 2:
+            n = len({r[kind] for r in sel})
+            # a lone fraction (e.g. 100%) still gets a panel beside a shots curve, as points
+            if n >= 2 or (n == 1 and kind == "label_fraction" and panels):
                 panels.append((kind, m, sel))
     if not panels:
         return None

@@ -44,6 +44,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms: bit-exact resume")
     ckpt_every: int = 200
+    ckpt_minutes: float | None = Field(5.0, description="also checkpoint this often (and 10x per budget)")
     log_every: int = 10
     max_bad_steps: int = 20
     compile: bool = False

@@ -280,21 +280,33 @@ class Clock(Callback):
             trainer.should_stop = True
 
 
+def ckpt_seconds(cfg: TrainConfig) -> float | None:
+    """Seconds between time-based checkpoints: ``ckpt_minutes``, and at least ten per budget."""
+    every = cfg.ckpt_minutes * 60 if cfg.ckpt_minutes else None
+    if cfg.budget:
+        tenth = parse_duration(cfg.budget) / 10
+        every = tenth if every is None else min(every, tenth)
+    return every
+
+
 class StepCheckpoint(Callback):
-    """Writes ``last.ckpt`` atomically every ``every`` optimizer steps and when training ends.
+    """Writes ``last.ckpt`` atomically every ``every`` optimizer steps, every ``every_s`` seconds of
+    training (rank 0's clock decides, so all ranks save together) and when training ends.
 
     The one before is kept as ``previous.ckpt`` (a fallback should the newest be damaged later,
     e.g. by a bad disk or copy); weights that are not finite are never saved; temporary files a
     kill left behind are removed at the next start.
     """
 
-    def __init__(self, folder: Path, every: int):
-        self.folder, self.every = folder, max(1, every)
+    def __init__(self, folder: Path, every: int, every_s: float | None = None):
+        self.folder, self.every, self.every_s = folder, max(1, every), every_s
         self.path, self.previous = folder / "last.ckpt", folder / "previous.ckpt"
         self.saved_step = -1
+        self.saved_at = time.monotonic()
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.saved_step = trainer.global_step  # 0, or the step a resumed run's checkpoint holds
+        self.saved_at = time.monotonic()
         if trainer.is_global_zero and self.folder.is_dir():
             for stale in self.folder.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
@@ -306,11 +318,16 @@ class StepCheckpoint(Callback):
         if trainer.is_global_zero and self.path.exists():
             os.replace(self.path, self.previous)
         trainer.save_checkpoint(self.path, weights_only=False)
-        self.saved_step = trainer.global_step
+        self.saved_step, self.saved_at = trainer.global_step, time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
-        if step > 0 and step % self.every == 0 and step != self.saved_step:
+        due = step % self.every == 0
+        if not due and self.every_s is not None:
+            due = time.monotonic() - self.saved_at >= self.every_s
+            if trainer.world_size > 1:
+                due = bool(trainer.strategy.broadcast(due, src=0))
+        if step > 0 and due and step != self.saved_step:
             self.save(trainer, module)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -349,7 +366,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Call
     budget = parse_duration(cfg.budget) if cfg.budget else None
     clock = Clock(budget)
     progress = sys.stderr.isatty() if progress is None else progress
-    callbacks: list[Callback] = [clock, StepCheckpoint(run_dir / "checkpoints", cfg.ckpt_every)]
+    callbacks: list[Callback] = [clock, StepCheckpoint(run_dir / "checkpoints", cfg.ckpt_every, ckpt_seconds(cfg))]
     callbacks.append(RichProgressBar() if progress else LineProgress())
     callbacks += extra_callbacks or []
     loggers = [
