@@ -27,8 +27,6 @@ from selfsup.evaluate.finetune import FinetuneRecipe
 from selfsup.evaluate.records import format_table, merge_records, record
 from selfsup.methods import build_method
 from selfsup.train import distributed
-from selfsup.train.checkpoint import newest_good_checkpoint
-from selfsup.train.engine import fit
 
 Log = Callable[[str], None]
 
@@ -128,6 +126,9 @@ def pretrain(
     log: Log = _say,
 ) -> Path:
     """Pretrain an encoder; returns the run folder. With ``resume``, continue that run."""
+    from selfsup.train.checkpoint import newest_good_checkpoint  # Lightning loads only when training
+    from selfsup.train.engine import fit
+
     length = {k: v for k, v in {"budget": budget, "steps": steps, "epochs": epochs}.items() if v is not None}
     if resume is not None:
         run_dir = Path(resume)
@@ -561,7 +562,7 @@ def _is_mvtec(data: str | Path) -> bool:
 
 
 def _read_square(
-    folder: Path, image_size: int, channels: int | None, max_samples: int | None = None
+    folder: Path, image_size: int, channels: int | None, max_samples: int | None = None, log: Log = _say
 ) -> tuple[torch.Tensor, list[str]]:
     """Every image below ``folder`` (recursive, sorted), resized as a whole to a square as
     ``load_mvtec`` does (no crop), so a plain folder and an MVTec split see the same pixels."""
@@ -587,18 +588,19 @@ def _read_square(
     if not images:
         raise FileNotFoundError(f"no readable images under {folder}")
     if skipped:
-        _say(f"skipped {skipped} unreadable image(s) under {folder}")
+        log(f"skipped {skipped} unreadable image(s) under {folder}")
     return torch.from_numpy(np.stack(images)), paths
 
 
-def _normal_images(data: str, image_size: int, channels: int | None, max_samples: int | None) -> torch.Tensor:
+def _normal_images(data: str, image_size: int, channels: int | None, max_samples: int | None,
+                   log: Log = _say) -> torch.Tensor:
     """Normal images to fit on: ``train/good`` of an MVTec root, a folder, or any ``--data`` source."""
     from selfsup.data.mvtec import load_mvtec
 
     if _is_mvtec(data):
         return load_mvtec(data, "train", image_size, channels).images[:max_samples]
     if Path(data).is_dir():
-        return _read_square(Path(data), image_size, channels, max_samples)[0]
+        return _read_square(Path(data), image_size, channels, max_samples, log)[0]
     x, _ = open_source(data, image_size=image_size, channels=channels).arrays(max_samples)
     return torch.from_numpy(x)
 
@@ -645,7 +647,7 @@ def anomaly_fit(
     out = Path(out)
     out = out / ANOMALY_BANK if out.suffix != ".safetensors" else out
     out.parent.mkdir(parents=True, exist_ok=True)
-    images = _normal_images(data, image_size, channels, max_samples)
+    images = _normal_images(data, image_size, channels, max_samples, log)
     what = f"{Path(run).name} encoder" if run is not None else f"raw {pixel_patch}x{pixel_patch} pixel patches"
     log(f"fitting PatchCore on {len(images)} normal images of {data} at {image_size}px with {what}")
     t0 = time.monotonic()
@@ -710,7 +712,7 @@ def anomaly_score(
         test = load_mvtec(data, "test", size, channels)
         images, paths, defects = test.images, test.paths, list(test.defect)
     else:
-        images, paths = _read_square(Path(data), size, channels)
+        images, paths = _read_square(Path(data), size, channels, log=log)
         defects = [Path(p).parent.name if Path(p).parent != Path(data) else "" for p in paths]
     t0 = time.monotonic()
     scores, heatmaps = detector.score(standardize_images(images) if info.get("normalize") == "image" else images)
