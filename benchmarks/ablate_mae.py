@@ -89,7 +89,8 @@ def variant(model: nn.Module, loss_of: Callable, x: torch.Tensor, *, old_attenti
 
 def child(malloc: str, c, steps: int, warmup: int, clock: str) -> None:
     """Child process: step times of the final eager variant with glibc malloc ``malloc``, as JSON."""
-    heap_malloc(malloc == "heap")
+    if malloc == "heap":
+        heap_malloc()
     x = torch.rand(c.batch, c.channels, c.image_size, c.image_size)
     step = variant(*build("selfsup", c, "cpu"), x, old_attention=False, old_patches=False, fused=True)
     print(json.dumps(interleaved({"s": step}, steps, warmup, "cpu", clock)["s"]))

@@ -260,7 +260,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.malloc == "heap":
-        heap_malloc(True)
+        heap_malloc()
     precision = a.precision or ("bf16" if a.device.startswith("cuda") else "fp32")
     name = a.config or ("base224" if a.device.startswith("cuda") else "tiny32")
     c = CONFIGS[name]

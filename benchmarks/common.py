@@ -138,26 +138,21 @@ def interleaved(fns: dict[str, Callable[[], None]], steps: int, warmup: int, dev
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4  # glibc mallopt parameters
 
 
-def heap_malloc(on: bool = True) -> bool:
-    """glibc: keep tensors in the heap (``on``) or go back to mmap for big ones; False where not glibc.
+def heap_malloc() -> bool:
+    """glibc: serve every tensor from the heap and keep freed memory there; False where not glibc.
 
-    By default every tensor over glibc's mmap threshold (at most 32 MB: here the decoder's MLP
-    activations at batch 256) is a fresh mmap: page faults and kernel zeroing on first touch, and
-    a munmap when freed, on every step. With ``on`` freed memory stays in the heap for the next step.
+    By default a tensor over glibc's mmap threshold (which adapts up to 32 MB: here the decoder's MLP
+    activations at batch 256 are over it) is a fresh mmap each time: page faults and kernel zeroing
+    on first touch, a munmap when freed, every step. There is no way back within a process (setting
+    these turns glibc's adaptive threshold off for good), so compare it across processes.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    if on:
-        libc.mallopt(_M_MMAP_MAX, 0)
-        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-        libc.mallopt(_M_TOP_PAD, 256 * 2**20)
-    else:
-        libc.mallopt(_M_MMAP_MAX, 65536)
-        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
-        libc.mallopt(_M_TOP_PAD, 128 * 1024)
-        libc.malloc_trim(0)
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    libc.mallopt(_M_TOP_PAD, 256 * 2**20)
     return True
 
 

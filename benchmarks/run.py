@@ -1,10 +1,11 @@
 """The CPU benchmark suite in one command (``make bench``): one table, and the records with ``--json``.
 
-    .venv/bin/python benchmarks/run.py [--steps 10] [--no-compile] [--json]
+    .venv/bin/python benchmarks/run.py [--steps 10] [--compile] [--json]
+    .venv/bin/python benchmarks/run.py --threads 1 --clock cpu   # on a machine others are using
 
 Runs, each in its own process: MAE training vs Hugging Face ViTMAE (and timm), embedding
 throughput vs Hugging Face ViT and our ONNX export, the before/after log of each optimisation
-(with torch.compile unless ``--no-compile``), and the engine's per-step overhead. About 10 minutes
+(with torch.compile under ``--compile``), and the engine's per-step overhead. About 10 minutes
 on an idle 2-core machine; each script's own table goes to stderr as it finishes.
 """
 
@@ -53,7 +54,7 @@ def summary(records: list[dict]) -> list[dict]:
         if metric == "images_per_s":
             row["images_per_s"] = r.get("note", "") if value is None else round(value, 1)  # None: not importable
             if "vs_before" in r:
-                row["ratio"] = f"{r['vs_before']:.2f}x vs before"
+                row["ratio"] = f"{r['vs_before']}x vs before"
         elif metric == "mfu":
             row["mfu"] = round(value, 3)
         elif metric == "peak_mem_mb":
@@ -66,20 +67,24 @@ def summary(records: list[dict]) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (~2 min compile)")
+    ap.add_argument("--compile", action="store_true", help="add the torch.compile variant (1-4 min to compile)")
     ap.add_argument("--batch", type=int, default=None, help="override the batch size (smoke tests); default 256")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: time in CPU seconds, robust when others share the machine (use with --threads 1)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    steps = ["--steps", str(a.steps), *(["--batch", str(a.batch)] if a.batch else [])]
+    steps = ["--steps", str(a.steps), "--clock", a.clock, *(["--batch", str(a.batch)] if a.batch else []),
+             *(["--threads", str(a.threads)] if a.threads else [])]
     records = run_script("bench_mae.py", ["--device", "cpu", "--config", "tiny32", *steps])
     records += run_script("bench_inference.py", ["--device", "cpu", "--config", "tiny32", *steps])
-    records += run_script("ablate_mae.py", [*steps, *([] if a.no_compile else ["--compile"])])
+    records += run_script("ablate_mae.py", [*steps, *(["--compile"] if a.compile else [])])
     steps[1] = str(max(4, a.steps // 2))
     records += run_script("bench_engine.py", steps)
     minutes = (time.perf_counter() - t0) / 60
-    print(f"\n# selfsup CPU benchmark suite, {machine()}, {minutes:.1f} min "
-          "(medians of interleaved steps; ratio > 1: selfsup faster)")
+    print(f"\n# selfsup CPU benchmark suite, {machine()}, {a.threads or 'all'} threads, {a.clock} clock, "
+          f"{minutes:.1f} min (medians of interleaved steps; ratio > 1: selfsup faster)")
     print(table(summary(records), ["task", "contender", "images_per_s", "ratio", "mfu", "peak_mem_mb"]))
     if a.json:
         print(json.dumps(records))
