@@ -111,7 +111,8 @@ def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, clock: str = "
             lib = "selfsup_onnx" if name == "selfsup_onnx" else "selfsup"
             r = ratio if name == "selfsup_onnx" else 1 / ratio
             records.append(record("embed_infer", "ratio_vs_peer", r, ours, c.name, library=lib))
-    print(f"# embed_infer {c.name} on {device} ({machine()}), batch {c.batch}, {steps} calls after {warmup} warm-up",
+    print(f"# embed_infer {c.name} on {device} ({machine()}, {torch.get_num_threads()} threads), "
+          f"batch {c.batch}, {steps} calls after {warmup} warm-up",
           file=sys.stderr)
     return list(rows.values()), records
 

@@ -230,7 +230,8 @@ def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool
         records.append(record("mae_train", "images_per_s", float("nan"), name, c.name, note=why))
     for r in records:
         r |= {"precision": precision, "clock": clock, "threads": torch.get_num_threads(), "malloc": malloc}
-    print(f"# mae_train {c.name} on {device} ({machine()}), {precision}, batch {c.batch}, {steps} steps after "
+    print(f"# mae_train {c.name} on {device} ({machine()}, {torch.get_num_threads()} threads), {precision}, "
+          f"batch {c.batch}, {steps} steps after "
           f"{warmup} warm-up, {clock} clock, {precision} matmul peak {peak / 1e9:.1f} GFLOP/s, "
           f"model {flops / c.batch / 1e9:.3f} GFLOP/image/step", file=sys.stderr)
     return list(rows.values()), records

@@ -214,7 +214,7 @@ def machine() -> str:
                 model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{model}, {torch.get_num_threads()} threads"
+    return model
 
 
 def record(task: str, metric: str, value: float, peer: str, config: str, std: float = 0.0, **extra) -> dict:

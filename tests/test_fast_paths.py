@@ -62,6 +62,11 @@ def test_patch_embed_matmul_equals_convolution_with_gradients():
     torch.testing.assert_close(fast, conv, atol=1e-5, rtol=1e-5)
     for a, b in zip(g_fast, g_conv, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    keep = torch.tensor([[0, 5, 11], [3, 2, 1]])
+    subset = pe(x, keep)
+    pe.proj = torch.nn.Sequential(pe.proj)  # replaced or wrapped (e.g. by an adapter): the module is called
+    torch.testing.assert_close(pe(x), fast, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pe(x, keep), subset, atol=1e-5, rtol=1e-5)
 
 
 def test_embedding_visible_patches_equals_gathering_all_tokens():
