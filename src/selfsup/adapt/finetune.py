@@ -16,7 +16,6 @@ the same loop for a fixed number of steps as the few-label protocol.
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from dataclasses import asdict, dataclass, replace
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from selfsup.adapt.lora import add_lora
 from selfsup.data.spec import normalize, to_float
+from selfsup.train.schedule import warmup_cosine
 
 
 @dataclass
@@ -109,10 +109,8 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
-    """Linear warmup over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+    """Linear warmup over ``warmup`` steps, then cosine decay to 0 at ``steps`` (the engine's schedule)."""
+    return warmup_cosine(step, steps, warmup)
 
 
 class Classifier(nn.Module):
