@@ -7,7 +7,6 @@ report medians over steps, and a ratio as the median of the per-round ratios.
 
 from __future__ import annotations
 
-import ctypes
 import platform
 import resource
 import statistics
@@ -19,6 +18,8 @@ from dataclasses import asdict, dataclass
 from datetime import date
 
 import torch
+
+from selfsup.train.heap import keep_freed_memory
 
 
 @dataclass(frozen=True)
@@ -135,25 +136,13 @@ def interleaved(fns: dict[str, Callable[[], None]], steps: int, warmup: int, dev
     return times
 
 
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4  # glibc mallopt parameters
-
-
 def heap_malloc() -> bool:
-    """glibc: serve every tensor from the heap and keep freed memory there; False where not glibc.
+    """glibc keeps freed memory in the heap (``selfsup.train.heap``, what the ``selfsup`` command sets).
 
-    By default a tensor over glibc's mmap threshold (which adapts up to 32 MB: here the decoder's MLP
-    activations at batch 256 are over it) is a fresh mmap each time: page faults and kernel zeroing
-    on first touch, a munmap when freed, every step. There is no way back within a process (setting
-    these turns glibc's adaptive threshold off for good), so compare it across processes.
+    There is no way back within a process (glibc's adaptive mmap threshold is off for good), so
+    compare it across processes.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    libc.mallopt(_M_MMAP_MAX, 0)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    libc.mallopt(_M_TOP_PAD, 256 * 2**20)
-    return True
+    return keep_freed_memory()
 
 
 def paired_ratio(ours: list[float], peer: list[float]) -> tuple[float, float]:

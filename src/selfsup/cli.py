@@ -278,6 +278,9 @@ def anomaly_score(
 def main() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     from selfsup.config import ConfigError
+    from selfsup.train.heap import keep_freed_memory
+
+    keep_freed_memory()  # this process's own setting: about 2 % faster CPU training steps (train/heap.py)
 
     try:
         app()
