@@ -15,6 +15,7 @@ import zlib
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -122,9 +123,32 @@ def pretrain_nan_on_one_rank(out: Path) -> None:
         (out / f"stopped-{distributed.global_rank()}.txt").write_text(str(e))
 
 
+def pretrain_budget_with_skewed_clocks(out: Path) -> None:
+    """Rank 1's clock runs 3x fast: with a budget every rank must still follow rank 0's clock."""
+    from selfsup import api
+    from selfsup.train import engine
+
+    if distributed.global_rank() == 1:
+        real = engine.time.monotonic
+        engine.time = SimpleNamespace(monotonic=lambda: 3 * real())
+    schedule: list[tuple[int, int]] = []
+    real_fit = engine.fit
+
+    def fit(*args, **kwargs):
+        module = real_fit(*args, **kwargs)
+        schedule.append((module.total_steps, module.global_step))
+        return module
+
+    engine.fit = fit
+    api.pretrain("digits:train", "mae", overrides=[*TINY, "train.batch_size=4", "train.strategy=ddp",
+                                                    "train.devices=2"], out=out, budget="6s", progress=False,
+                 log=lambda m: None)
+    (out / f"clock-{distributed.global_rank()}.json").write_text(json.dumps(schedule[0]))
+
+
 @pytest.fixture(scope="module")
 def ddp_runs(tmp_path_factory) -> Path:
-    """One torchrun launch, 2 CPU processes (gloo), running the two DDP scenarios below."""
+    """One torchrun launch, 2 CPU processes (gloo), running the three DDP scenarios below."""
     folder = tmp_path_factory.mktemp("ddp")
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
@@ -175,6 +199,14 @@ def test_ddp_nan_on_one_rank_skips_and_stops_every_rank(ddp_runs: Path):
     assert messages[0] == messages[1] and "loss was not finite for 3 steps in a row" in messages[0]
     ckpt = safe_torch_load(ddp_runs / "nan" / "checkpoints" / "last.ckpt")
     assert ckpt["selfsup"]["bad_steps"] == 2 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+@pytest.mark.slow
+def test_ddp_budget_follows_rank_zero_clock(ddp_runs: Path):
+    """Rank 1's clock ran 3x fast; both ranks sized the same schedule and the run ended normally."""
+    ranks = [json.loads((ddp_runs / "budget" / f"clock-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]  # (total_steps, steps run)
+    assert ranks[0][0] > 1 and ranks[0][1] > 1
 
 
 def test_multi_process_run_needs_a_run_folder(monkeypatch):
@@ -320,6 +352,7 @@ if __name__ == "__main__":  # the torchrun worker of the `ddp_runs` fixture
     torch.set_num_threads(1)
     pretrain_keyed(Path(sys.argv[1]) / "ddp", 2, 4)
     pretrain_nan_on_one_rank(Path(sys.argv[1]) / "nan")
+    pretrain_budget_with_skewed_clocks(Path(sys.argv[1]) / "budget")
     if dist.is_initialized():  # leave together: no rank sees its peer's connections drop mid-teardown
         dist.barrier()
         dist.destroy_process_group()

@@ -72,6 +72,15 @@ def sum_over_ranks(x: float) -> float:
     return type(x)(sum(parts))
 
 
+def from_rank_zero(x: float, device: torch.device | str = "cpu") -> float:
+    """Rank 0's value of a float on every rank (a collective: every rank must call it)."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` in rank order (a collective); ``[obj]`` on one process."""
     if not is_initialized() or dist.get_world_size() == 1:

@@ -245,39 +245,46 @@ class Clock(Callback):
 
     The budget is wall-clock time spent training (all sessions of a resumed run together). After a
     few calibration steps the step time is measured and ``total_steps`` is set so the cosine
-    schedule ends when the budget does; it is re-measured twice as the run goes.
+    schedule ends when the budget does. The step time is measured again over each stretch between
+    10, 30, 50, 70 and 90 % of the budget, so a machine that gets busier or quieter moves the end
+    of the schedule with it. Under DDP every rank uses rank 0's clock: the same schedule, the same
+    last step.
     """
 
     def __init__(self, budget_s: float | None, calibrate_after: int = 5, calibrate_steps: int = 15):
         self.budget_s = budget_s
         self.calibrate_after, self.calibrate_steps = calibrate_after, calibrate_steps
         self.t0 = 0.0
-        self.mark: tuple[int, float] | None = None
-        self.checks: list[float] = [0.1, 0.3]
+        self.mark: tuple[int, float] | None = None  # (step, elapsed) where the current measurement began
+        self.checks: list[float] = [0.1, 0.3, 0.5, 0.7, 0.9]
+        self.calibrated = False
 
     def on_train_start(self, trainer: L.Trainer, module: PretrainModule) -> None:
         self.t0 = time.monotonic() - module.elapsed
         self.start_step = trainer.global_step
+        self.checks = [c for c in self.checks if c > module.elapsed / self.budget_s] if self.budget_s else []
 
     def on_train_batch_end(self, trainer: L.Trainer, module: PretrainModule, *args: Any) -> None:
-        now = time.monotonic()
-        module.elapsed = now - self.t0
+        module.elapsed = distributed.from_rank_zero(time.monotonic() - self.t0, module.device)
         if self.budget_s is None:
             return
-        step = trainer.global_step
-        if self.mark is None and step - self.start_step >= self.calibrate_after:
-            self.mark = (step, now)
-        elif self.mark is not None:
+        step, elapsed = trainer.global_step, module.elapsed
+        if self.mark is None:
+            if step - self.start_step >= self.calibrate_after:
+                self.mark = (step, elapsed)
+        else:
             n = step - self.mark[0]
-            frac = module.elapsed / self.budget_s
-            due = n == self.calibrate_steps or (self.checks and frac >= self.checks[0])
-            if due and n > 0:
-                if self.checks and frac >= self.checks[0]:
+            first = not self.calibrated and n >= self.calibrate_steps
+            check = bool(self.checks) and elapsed >= self.checks[0] * self.budget_s
+            if n > 0 and (first or check):
+                self.calibrated = True
+                while self.checks and elapsed >= self.checks[0] * self.budget_s:
                     self.checks.pop(0)
-                per_step = (now - self.mark[1]) / n
-                remaining = max(0.0, self.budget_s - module.elapsed)
+                per_step = (elapsed - self.mark[1]) / n
+                remaining = max(0.0, self.budget_s - elapsed)
                 module.total_steps = max(step + 1, step + int(remaining / per_step))
-        if module.elapsed >= self.budget_s:
+                self.mark = (step, elapsed)
+        if elapsed >= self.budget_s:
             trainer.should_stop = True
 
 

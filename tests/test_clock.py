@@ -1,0 +1,37 @@
+"""The budget clock sizes the cosine schedule to end with the budget, also when step times change."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from selfsup.train import engine
+
+
+def run_clock(monkeypatch, step_seconds, budget_s: float = 100.0) -> tuple[int, int]:
+    """Drive ``Clock`` with fake steps; returns (steps run, the schedule's final total_steps)."""
+    now = [0.0]
+    monkeypatch.setattr(engine.time, "monotonic", lambda: now[0])
+    clock = engine.Clock(budget_s)
+    trainer = SimpleNamespace(global_step=0, should_stop=False)
+    module = SimpleNamespace(elapsed=0.0, total_steps=None, device="cpu")
+    clock.on_train_start(trainer, module)
+    while not trainer.should_stop:
+        now[0] += step_seconds(now[0])
+        trainer.global_step += 1
+        clock.on_train_batch_end(trainer, module)
+    return trainer.global_step, module.total_steps
+
+
+def test_steady_steps_end_the_schedule_with_the_budget(monkeypatch):
+    steps, total = run_clock(monkeypatch, lambda t: 0.5)
+    assert steps == 200 and total == pytest.approx(200, abs=1)
+
+
+@pytest.mark.parametrize("slow_first", [True, False])
+def test_schedule_follows_a_machine_that_gets_busier_or_quieter(monkeypatch, slow_first):
+    # 1 s per step for the first 20 s (another job running), then 0.5 s; or the other way round
+    def step_seconds(t):
+        return (1.0 if t < 20 else 0.5) if slow_first else (0.5 if t < 20 else 1.0)
+
+    steps, total = run_clock(monkeypatch, step_seconds)
+    assert steps == pytest.approx(total, rel=0.03)  # no steps wasted past the schedule, none cut short
