@@ -35,3 +35,25 @@ def test_schedule_follows_a_machine_that_gets_busier_or_quieter(monkeypatch, slo
 
     steps, total = run_clock(monkeypatch, step_seconds)
     assert steps == pytest.approx(total, rel=0.03)  # no steps wasted past the schedule, none cut short
+
+
+def test_timed_checkpoints_follow_the_clock(monkeypatch, tmp_path):
+    """Step saves every 1,000 steps never come in 100 steps; saves every 20 s of training do."""
+    import torch
+
+    now = [0.0]
+    monkeypatch.setattr(engine.time, "monotonic", lambda: now[0])
+    saved: list[int] = []
+    trainer = SimpleNamespace(global_step=0, should_stop=False, is_global_zero=True,
+                              save_checkpoint=lambda path, weights_only: saved.append(trainer.global_step))
+    module = SimpleNamespace(elapsed=0.0, total_steps=None, device="cpu",
+                             parameters=lambda: [torch.zeros(2)])
+    clock, ckpt = engine.Clock(None), engine.StepCheckpoint(tmp_path, every=1000, every_s=20.0)
+    clock.on_train_start(trainer, module)
+    ckpt.on_train_start(trainer, module)
+    for _ in range(100):
+        now[0] += 1.0
+        trainer.global_step += 1
+        clock.on_train_batch_end(trainer, module)
+        ckpt.on_train_batch_end(trainer, module)
+    assert saved == [20, 40, 60, 80, 100]

@@ -198,7 +198,7 @@ class PretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         # One fused kernel per parameter group on CPU too (torch >= 2.4): 0.9-1.9 % of a CPU MAE step.
-        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in self.method.parameters())
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.method.parameters())
         opt = torch.optim.AdamW(
             param_groups(self.method, self.cfg.weight_decay), lr=self.cfg.lr, betas=self.cfg.betas, fused=fused
         )
@@ -299,7 +299,8 @@ def ckpt_seconds(cfg: TrainConfig) -> float | None:
 
 class StepCheckpoint(Callback):
     """Writes ``last.ckpt`` atomically every ``every`` optimizer steps, every ``every_s`` seconds of
-    training (rank 0's clock decides, so all ranks save together) and when training ends.
+    training and when training ends. Time is the module's ``elapsed``, which ``Clock`` (placed before
+    this callback) sets from rank 0's clock on every rank, so all ranks save together.
 
     The one before is kept as ``previous.ckpt`` (a fallback should the newest be damaged later,
     e.g. by a bad disk or copy); weights that are not finite are never saved; temporary files a
@@ -309,36 +310,32 @@ class StepCheckpoint(Callback):
     def __init__(self, folder: Path, every: int, every_s: float | None = None):
         self.folder, self.every, self.every_s = folder, max(1, every), every_s
         self.path, self.previous = folder / "last.ckpt", folder / "previous.ckpt"
-        self.saved_step = -1
-        self.saved_at = time.monotonic()
+        self.saved_step, self.saved_elapsed = -1, 0.0
 
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, module: PretrainModule) -> None:
         self.saved_step = trainer.global_step  # 0, or the step a resumed run's checkpoint holds
-        self.saved_at = time.monotonic()
+        self.saved_elapsed = module.elapsed
         if trainer.is_global_zero and self.folder.is_dir():
             for stale in self.folder.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
 
-    def save(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def save(self, trainer: L.Trainer, module: PretrainModule) -> None:
         if not all_finite([p.detach() for p in module.parameters()]):
             print(f"selfsup: not saving step {trainer.global_step}: weights are not finite", file=sys.stderr)
             return
         if trainer.is_global_zero and self.path.exists():
             os.replace(self.path, self.previous)
         trainer.save_checkpoint(self.path, weights_only=False)
-        self.saved_step, self.saved_at = trainer.global_step, time.monotonic()
+        self.saved_step, self.saved_elapsed = trainer.global_step, module.elapsed
 
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, module: PretrainModule, *args: Any) -> None:
         step = trainer.global_step
-        due = step % self.every == 0
-        if not due and self.every_s is not None:
-            due = time.monotonic() - self.saved_at >= self.every_s
-            if trainer.world_size > 1:
-                due = bool(trainer.strategy.broadcast(due, src=0))
+        timed = self.every_s is not None and module.elapsed - self.saved_elapsed >= self.every_s
+        due = step % self.every == 0 or timed
         if step > 0 and due and step != self.saved_step:
             self.save(trainer, module)
 
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, module: PretrainModule) -> None:
         if trainer.global_step != self.saved_step:
             self.save(trainer, module)
 
@@ -374,6 +371,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Call
     budget = parse_duration(cfg.budget) if cfg.budget else None
     clock = Clock(budget)
     progress = sys.stderr.isatty() if progress is None else progress
+    # the clock first: it sets the module's elapsed time that the checkpoint callback reads
     callbacks: list[Callback] = [clock, StepCheckpoint(run_dir / "checkpoints", cfg.ckpt_every, ckpt_seconds(cfg))]
     callbacks.append(RichProgressBar() if progress else LineProgress())
     callbacks += extra_callbacks or []
