@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from selfsup.api import standardize_images
+from selfsup.evaluate.anomaly import standardize_images
 from selfsup.data.mvtec import load_mvtec
 
 data, size, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]

@@ -17,10 +17,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from selfsup.api import standardize_images
 from selfsup.cli import app
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.evaluate.anomaly import standardize_images
 
 SIZE = 32
 

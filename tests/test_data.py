@@ -312,7 +312,7 @@ def test_digits_split():
 
 def test_downloaded_builtins_parse_their_cached_files(tmp_path, monkeypatch):
     """cifar10 / mnist read the original formats; files already in the cache are not downloaded."""
-    from selfsup.data import sources
+    from selfsup.data.sources import builtins as sources
 
     monkeypatch.setattr(sources, "CACHE_DIR", tmp_path)
     rows = np.concatenate([np.arange(4, dtype=np.uint8)[:, None], RNG.integers(0, 255, (4, 3072))], 1)

@@ -23,13 +23,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from selfsup import distributed
 from selfsup.data import open_source
 from selfsup.data.spec import InputSpec, normalize, to_float
 from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.evaluate.features import sharded_features
 from selfsup.methods import METHODS
 from selfsup.methods import mae as mae_module
 from selfsup.methods.mae import MAE
-from selfsup.train import distributed
 
 HERE = Path(__file__).resolve()
 STEPS = 5
@@ -251,7 +252,7 @@ def _features_worker(rank: int, folder: str) -> None:
     try:
         encoder, seen = tiny_vit(), []
         encoder.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
-        feats = distributed.sharded_features(encoder, images(), batch_size=2)
+        feats = sharded_features(encoder, images(), batch_size=2)
         torch.save({"features": feats, "seen": torch.tensor(sum(seen))}, f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -278,7 +279,7 @@ def test_shard_range_and_one_process():
     x = torch.arange(6.0).reshape(3, 2)
     assert distributed.gather_in_order(x, 3) is x and distributed.world_size() == 1
     expected = tiny_vit().eval()(normalize(to_float(images(5))))
-    assert torch.allclose(distributed.sharded_features(tiny_vit(), images(5)), expected, atol=1e-6)
+    assert torch.allclose(sharded_features(tiny_vit(), images(5)), expected, atol=1e-6)
 
 
 # --- streaming: every sample once per epoch over ranks x workers ---------------------------------

@@ -18,7 +18,7 @@ from PIL import Image
 from selfsup.config import ConfigError, load_config
 from selfsup.data import SkipCounter, SourceError, open_source
 from selfsup.data.decode import DecodeError, decode_image
-from selfsup.data.sources import _unsafe_name
+from selfsup.data.sources.tar import _unsafe_name
 from selfsup.data.tables import TableError, read_table
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

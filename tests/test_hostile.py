@@ -17,8 +17,8 @@ from PIL import Image
 from selfsup import api
 from selfsup.config import ConfigError, load_config
 from selfsup.data import SkipCounter, SourceError, open_source
-from selfsup.data import sources as sources_mod
 from selfsup.data.decode import DecodeError, decode_image
+from selfsup.data.sources import tar as sources_mod
 from selfsup.data.tables import TableError, read_table
 from selfsup.train.checkpoint import newest_good_checkpoint, safe_torch_load
 

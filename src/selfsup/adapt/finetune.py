@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.adapt.lora import add_lora
-from selfsup.data.spec import normalize, to_float
+from selfsup.data.spec import as_tensor, normalize, to_float
+from selfsup.encoders.inference import encode_images, module_device
 from selfsup.train.schedule import warmup_cosine
 
 
@@ -132,15 +133,8 @@ class Classifier(nn.Module):
 
         Runs in eval mode; the train/eval mode is restored afterwards.
         """
-        device = self.head.weight.device
-        was_training = self.training
-        self.eval()
-        try:
-            out = [self(normalize(to_float(images[i : i + batch_size].to(device)))).float().softmax(1).cpu()
-                   for i in range(0, len(images), batch_size)]
-        finally:
-            self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, self.head.out_features)
+        return encode_images(self, images, lambda x: self(x).float().softmax(1), batch_size=batch_size,
+                             empty=(0, self.head.out_features))
 
 
 def holdout_split(labels: np.ndarray, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -256,9 +250,8 @@ def adapt_classifier(
     r = recipe or ADAPT_RECIPES[method]
     if method == "lora" and r.layer_decay != 1.0:
         r = replace(r, layer_decay=1.0)
-    first = next(encoder.parameters(), None)
-    device = torch.device(device) if device is not None else first.device if first is not None else torch.device("cpu")
-    x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
+    device = torch.device(device) if device is not None else module_device(encoder)
+    x = as_tensor(images)
     y = torch.as_tensor(np.asarray(labels)).long()
     if len(y) == 0 or y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"adaptation needs labels in [0, {num_classes}); got {len(y)} labels")

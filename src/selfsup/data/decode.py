@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff")
+IMAGE_EXTS = ("jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff")  # the one list of image files we read
+IMAGE_SUFFIXES = tuple("." + e for e in IMAGE_EXTS)
 MAX_PIXELS = 64 * 2**20  # refuse images above 64M pixels before decoding them (decompression bombs)
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -87,15 +88,21 @@ def crop_box(w: int, h: int) -> tuple[int, int, int, int]:
     return left, top, left + s, top + s
 
 
-def decode_image(data: bytes, channels: int, image_size: int) -> torch.Tensor:
-    """Encoded image bytes -> uint8 (channels, image_size, image_size); raises DecodeError."""
+def decode_image(data: bytes, channels: int, image_size: int, fit: str = "crop") -> torch.Tensor:
+    """Encoded image bytes -> uint8 (channels, image_size, image_size); raises DecodeError.
+
+    ``fit`` "crop": resize the short side and centre-crop (training and evaluation); "squash":
+    resize the whole image to the square, aspect not kept (anomaly detection, where a crop
+    would cut defects at an elongated part's ends).
+    """
     img = open_image(data, draft=image_size)
     try:
         img = to_mode(img, channels)
         w, h = img.size
         if (w, h) != (image_size, image_size):
             # PIL's bilinear filter widens its support when shrinking, i.e. it is antialiased.
-            img = img.resize((image_size, image_size), Image.BILINEAR, box=crop_box(w, h))
+            box = crop_box(w, h) if fit == "crop" else None
+            img = img.resize((image_size, image_size), Image.BILINEAR, box=box)
         a = np.asarray(img, dtype=np.uint8)
     except Exception as e:
         raise DecodeError("corrupt") from e

@@ -15,6 +15,7 @@ neighbour, so they stay aligned pixel for pixel. Unreadable files are skipped an
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from selfsup.data.decode import IMAGE_SUFFIXES, DecodeError, decode_image, image_channels, open_image
+from selfsup.data.sources.folder import images_under
 from selfsup.data.spec import InputSpec
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
 @dataclass
@@ -59,19 +59,60 @@ class MVTecSet:
         return InputSpec(modality="image", channels=self.images.shape[1], image_size=self.images.shape[-1])
 
 
-def _open(path: Path, mode: str | None) -> Image.Image | None:
-    """Decoded image converted to ``mode`` (or as stored when None); None when unreadable."""
+def read_square(path: Path, image_size: int, channels: int | None) -> torch.Tensor | None:
+    """An image file resized as a whole to uint8 (C, image_size, image_size), the same decoding as
+    training (``decode.decode_image``: modes, 16-bit, alpha); ``channels`` None keeps grey grey.
+    None when unreadable."""
+    try:
+        data = path.read_bytes()
+        channels = channels or image_channels(open_image(data))
+        return decode_image(data, channels, image_size, fit="squash")
+    except (OSError, DecodeError):
+        return None
+
+
+def _mask(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """A ground-truth mask resized with nearest neighbour, as bool (H, W); None when unreadable."""
     try:
         with Image.open(path) as im:
-            im.load()
-            return im.convert(mode) if mode else im.copy()
+            return np.asarray(im.convert("L").resize(size, Image.NEAREST)) > 0
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 
 def _files(folder: Path, max_n: int | None) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     return files[:max_n] if max_n is not None else files
+
+
+def is_mvtec(root: str | Path) -> bool:
+    """An MVTec-AD layout root: ``train/good`` or ``test/`` below it."""
+    p = Path(root)
+    return (p / "train" / "good").is_dir() or (p / "test").is_dir()
+
+
+def read_folder_square(folder: Path, image_size: int, channels: int | None, max_samples: int | None = None,
+                       log: Callable[[str], None] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Every image below ``folder`` (recursive, sorted) as ``read_square`` reads MVTec splits, so a
+    plain folder and an MVTec split see the same pixels: uint8 (N, C, S, S) and the file paths.
+
+    ``channels`` None takes the first readable image's; unreadable files are skipped and counted
+    (one ``log`` line).
+    """
+    images, paths, skipped = [], [], 0
+    for path in images_under(folder)[:max_samples]:
+        image = read_square(path, image_size, channels)
+        if image is None:
+            skipped += 1
+            continue
+        channels = channels or image.shape[0]
+        images.append(image)
+        paths.append(str(path))
+    if not images:
+        raise FileNotFoundError(f"no readable images under {folder}")
+    if skipped and log is not None:
+        log(f"skipped {skipped} unreadable image(s) under {folder}")
+    return torch.stack(images), paths
 
 
 def mask_path(root: Path, defect: str, image: Path) -> Path:
@@ -105,26 +146,22 @@ def load_mvtec(
         raise FileNotFoundError(f"no class folders in {split_dir}")
 
     size = (image_size, image_size)
-    mode = None if channels is None else {1: "L", 3: "RGB"}[channels]
     images, masks, labels, defects, paths, skipped, missing = [], [], [], [], [], [], []
     for cls in classes:
         for path in _files(split_dir / cls, max_per_class):
-            im = _open(path, mode)
-            if im is None:
+            image = read_square(path, image_size, channels)
+            if image is None:
                 skipped.append(str(path))
                 continue
-            if mode is None:
-                mode = "L" if im.mode in GREY_MODES else "RGB"
-                im = im.convert(mode)
-            arr = np.asarray(im.resize(size, Image.BILINEAR), dtype=np.uint8)
-            images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+            channels = channels or image.shape[0]  # the first readable image decides for the rest
+            images.append(image)
             mask = np.zeros(size, dtype=bool)
             if cls != "good":
-                m = _open(mask_path(root, cls, path), "L")
+                m = _mask(mask_path(root, cls, path), size)
                 if m is None:
                     missing.append(str(path))
                 else:
-                    mask = np.asarray(m.resize(size, Image.NEAREST)) > 0
+                    mask = m
             masks.append(mask)
             labels.append(int(cls != "good"))
             defects.append(cls)
@@ -136,7 +173,7 @@ def load_mvtec(
     if not images:
         raise FileNotFoundError(f"no readable images under {split_dir}")
     return MVTecSet(
-        images=torch.from_numpy(np.stack(images)),
+        images=torch.stack(images),
         labels=torch.tensor(labels, dtype=torch.long),
         defect=defects,
         masks=torch.from_numpy(np.stack(masks)),
@@ -146,4 +183,4 @@ def load_mvtec(
     )
 
 
-__all__ = ["MVTecSet", "load_mvtec", "mask_path"]
+__all__ = ["MVTecSet", "is_mvtec", "load_mvtec", "mask_path", "read_folder_square", "read_square"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 # Images travel as uint8 (B, C, H, W) and become float in [0, 1] on the training device; encoders
@@ -22,6 +23,11 @@ class InputSpec:
     num_classes: int | None = None
     class_names: list[str] | None = field(default=None)
     sample_rate: int | None = None
+
+
+def as_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A NumPy array (or tensor) as a torch tensor, without a copy where the memory allows."""
+    return array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,8 @@ Parameter names follow ``timm.models.vision_transformer.VisionTransformer``:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -212,15 +214,36 @@ class VisionTransformer(nn.Module):
             pos = torch.gather(pos.expand(x.shape[0], -1, -1), 1, keep.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
         return self.patch_embed(x, keep) + pos
 
+    def _prefix_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (B, N, D) -> (B, 1 + N, D) with the CLS token (and its position) first."""
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        return torch.cat([cls, tokens], dim=1)
+
     def forward_tokens(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Patch tokens (B, N, D), optionally only ``keep`` (B, n) of them -> normed (B, 1 + n, D)."""
         if keep is not None:
             tokens = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
-        x = torch.cat([cls, tokens], dim=1)
+        x = self._prefix_tokens(tokens)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int], norm: bool = False) -> list[torch.Tensor]:
+        """Images (B, C, H, W) -> patch tokens (B, N, D) after each block in ``indices`` (0-based), as timm.
+
+        The blocks run only up to the deepest one asked for; the CLS token is dropped from the
+        outputs; ``norm`` applies the final norm (trained for the last block's output only).
+        """
+        if not indices or not all(0 <= i < len(self.blocks) for i in indices):
+            raise ValueError(f"layers {tuple(indices)} are not blocks of a {len(self.blocks)}-block encoder")
+        last = max(indices)
+        t = self._prefix_tokens(self.embed_patches(x))
+        out = []
+        for i, block in enumerate(self.blocks[: last + 1]):
+            t = block(t)
+            if i in indices:
+                out.append((self.norm(t) if norm else t)[:, 1:])
+        return out
 
     def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) -> normed tokens (B, 1 + N, D), CLS first."""
@@ -244,8 +267,7 @@ class VisionTransformer(nn.Module):
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Softmax attention weights of every block, each (B, heads, 1 + N, 1 + N)."""
-        t = self.embed_patches(x)
-        t = torch.cat([(self.cls_token + self.pos_embed[:, :1]).expand(t.shape[0], -1, -1), t], dim=1)
+        t = self._prefix_tokens(self.embed_patches(x))
         maps = []
         for block in self.blocks:
             t, attn = block(t, return_attention=True)

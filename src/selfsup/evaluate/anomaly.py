@@ -21,13 +21,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfsup.data.spec import normalize, to_float
+from selfsup.data.spec import as_tensor, normalize, to_float
+from selfsup.encoders.inference import encode_images
 from selfsup.encoders.vit import VisionTransformer
 from selfsup.evaluate.records import record
 
+# ----------------------------------------------------------------------------- preprocessing
 
-def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+
+def standardize_images(images: torch.Tensor | np.ndarray, mean: float = 128.0, std: float = 32.0) -> torch.Tensor:
+    """Per-image brightness and contrast normalisation: each uint8 image (N, C, H, W) shifted and
+    scaled to pixel mean ``mean`` and standard deviation ``std`` (over all its pixels), clipped to
+    0..255. Removes exposure differences between shots, which otherwise dominate patch distances."""
+    x = as_tensor(images).float()
+    m, s = x.mean(dim=(1, 2, 3), keepdim=True), x.std(dim=(1, 2, 3), keepdim=True)
+    return (mean + std * (x - m) / (s + 1e-3)).clamp(0, 255).round().to(torch.uint8)
 
 
 # ----------------------------------------------------------------------------- patch features
@@ -41,20 +49,13 @@ def default_layers(depth: int) -> tuple[int, ...]:
 def vit_block_tokens(encoder: VisionTransformer, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
     """Normalised images (B, C, H, W) -> patch tokens after each block in ``layers``, (B, gh, gw, D) each.
 
-    Runs the blocks only up to the deepest one asked for. Tokens are layer-normalised without
-    affine parameters (the encoder's final ``norm`` is trained for the last block only), which
-    also puts the chosen blocks on one scale before they are concatenated.
+    ``forward_intermediates`` runs the blocks only up to the deepest one asked for. Tokens are
+    layer-normalised without affine parameters (the encoder's final ``norm`` is trained for the
+    last block only), which also puts the chosen blocks on one scale before they are concatenated.
     """
     gh, gw = encoder.grid_for(x)
-    t = encoder.embed_patches(x)
-    cls = (encoder.cls_token + encoder.pos_embed[:, :1]).expand(t.shape[0], -1, -1)
-    t = torch.cat([cls, t], dim=1)
-    out = []
-    for i, block in enumerate(encoder.blocks[: max(layers) + 1]):
-        t = block(t)
-        if i in layers:
-            out.append(F.layer_norm(t[:, 1:], t.shape[-1:]).reshape(t.shape[0], gh, gw, -1))
-    return out
+    return [F.layer_norm(t, t.shape[-1:]).reshape(t.shape[0], gh, gw, -1)
+            for t in encoder.forward_intermediates(x, layers)]
 
 
 def aggregate_3x3(feats: torch.Tensor) -> torch.Tensor:
@@ -64,7 +65,6 @@ def aggregate_3x3(feats: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
-@torch.no_grad()
 def patch_features(
     encoder: VisionTransformer,
     images_uint8: np.ndarray | torch.Tensor,
@@ -79,27 +79,18 @@ def patch_features(
     each optionally 3x3-averaged over the grid, concatenated, optionally L2-normalised.
     Grey images are repeated to three channels when the encoder wants three.
     """
-    images = _as_tensor(images_uint8)
     layers = tuple(layers) if layers is not None else default_layers(len(encoder.blocks))
-    if not layers or not all(0 <= i < len(encoder.blocks) for i in layers):
-        raise ValueError(f"layers {layers} are not blocks of a {len(encoder.blocks)}-block encoder")
-    device = next(encoder.parameters()).device
-    was_training = encoder.training
-    encoder.eval()
-    out = []
-    try:
-        for i in range(0, len(images), batch_size):
-            x = normalize(to_float(images[i : i + batch_size].to(device)))
-            if x.shape[1] == 1 and encoder.in_chans == 3:
-                x = x.expand(-1, 3, -1, -1)
-            feats = vit_block_tokens(encoder, x, layers)
-            if aggregate:
-                feats = [aggregate_3x3(f) for f in feats]
-            f = torch.cat(feats, dim=-1).float()
-            out.append((F.normalize(f, dim=-1) if l2_normalize else f).cpu())
-    finally:
-        encoder.train(was_training)
-    return torch.cat(out)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1 and encoder.in_chans == 3:
+            x = x.expand(-1, 3, -1, -1)
+        feats = vit_block_tokens(encoder, x, layers)
+        if aggregate:
+            feats = [aggregate_3x3(f) for f in feats]
+        f = torch.cat(feats, dim=-1).float()
+        return F.normalize(f, dim=-1) if l2_normalize else f
+
+    return encode_images(encoder, images_uint8, features, batch_size=batch_size)
 
 
 @torch.no_grad()
@@ -111,7 +102,7 @@ def pixel_patch_features(
     With ``neighbourhood`` a patch's vector also holds its 3x3 neighbours (edges replicated),
     F = 9 * C * p * p, the pixel analogue of PatchCore's local aggregation; else F = C * p * p.
     """
-    x = normalize(to_float(_as_tensor(images_uint8)))
+    x = normalize(to_float(as_tensor(images_uint8)))
     N, C, H, W = x.shape
     p = patch_size
     if H % p or W % p:
@@ -281,7 +272,7 @@ class PatchCore:
         """uint8 images (N, C, H, W) -> image scores (N,) and pixel heatmaps (N, H, W), float32."""
         if self.memory_bank is None:
             raise RuntimeError("PatchCore.score before fit (or load)")
-        images = _as_tensor(images)
+        images = as_tensor(images)
         scores, maps = [], []
         for i in range(0, len(images), self.batch_size):
             feats = self.features(images[i : i + self.batch_size])

@@ -1,8 +1,9 @@
 """Frozen features: what the kNN and linear protocols see.
 
-``extract_features`` runs an encoder over uint8 images in eval mode; ``cached_features`` keeps
-the result on disk keyed by a hash of the encoder weights and the images, so re-evaluating a run
-(``RUN/cache/``) costs nothing; ``raw_features`` is the pixel baseline.
+``extract_features`` runs an encoder over uint8 images in eval mode; ``sharded_features`` does the
+same with each distributed rank encoding one block; ``cached_features`` keeps the result on disk
+keyed by a hash of the encoder weights and the images, so re-evaluating a run (``RUN/cache/``)
+costs nothing; ``raw_features`` is the pixel baseline.
 """
 
 from __future__ import annotations
@@ -15,20 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.data.spec import normalize, to_float
+from selfsup import distributed
+from selfsup.data.spec import as_tensor, to_float
+from selfsup.encoders.inference import encode_images, module_device
 
 
-def as_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """numpy or torch images (N, C, H, W) -> a torch tensor (no copy where possible)."""
-    return images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-
-
-def module_device(module: nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-@torch.no_grad()
 def extract_features(
     encoder: nn.Module,
     images: np.ndarray | torch.Tensor,
@@ -37,21 +29,24 @@ def extract_features(
 ) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> pooled features (N, F), float32 on the CPU.
 
-    Runs in eval mode without gradients on ``to_float`` then ``normalize``d batches; ``device``
-    defaults to the encoder's. The encoder's train/eval mode is restored afterwards.
+    Runs through ``encoders.inference.encode_images`` (eval mode, restored afterwards; no
+    gradients); ``device`` defaults to the encoder's.
     """
+    return encode_images(encoder, images, batch_size=batch_size, device=device,
+                         empty=(0, getattr(encoder, "num_features", 0)))
+
+
+def sharded_features(encoder: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256,
+                     device: str | torch.device | None = None) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> pooled features (N, F) float32 on the CPU, every rank encoding
+    only its contiguous block (``distributed.shard_range``) and the blocks gathered back in order;
+    equal to a single process's ``extract_features`` up to float rounding."""
     images = as_tensor(images)
+    block = distributed.shard_range(len(images), distributed.global_rank(), distributed.world_size())
     device = torch.device(device) if device is not None else module_device(encoder)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        out = [
-            encoder(normalize(to_float(images[i : i + batch_size].to(device)))).float().cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    finally:
-        encoder.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, getattr(encoder, "num_features", 0))
+    local = extract_features(encoder, images[block.start : block.stop], batch_size, device)
+    # all_gather wants the backend's device: CUDA for NCCL, the CPU for gloo
+    return distributed.gather_in_order(local.to(device), len(images)).cpu()
 
 
 def fingerprint(encoder: nn.Module, images: np.ndarray | torch.Tensor) -> str:
@@ -104,4 +99,4 @@ def raw_features(images: np.ndarray | torch.Tensor, max_side: int | None = None)
     ])
 
 
-__all__ = ["extract_features", "cached_features", "raw_features", "fingerprint"]
+__all__ = ["extract_features", "sharded_features", "cached_features", "raw_features", "fingerprint"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from selfsup.encoders.inference import eval_mode
 from selfsup.evaluate.records import record
 from selfsup.evaluate.zeroshot import encode_all
 
@@ -57,15 +58,10 @@ def retrieval(
         raise ValueError(f"{len(images)} images but {len(captions_per_image)} caption lists")
     texts = [c for caps in captions_per_image for c in caps]
     caption_image = torch.tensor([i for i, caps in enumerate(captions_per_image) for _ in caps], dtype=torch.long)
-    was_training = method.training
-    method.eval()
-    try:
-        with torch.no_grad():
-            img = encode_all(method, images, batch_size)
-            txt = torch.cat([method.encode_text(texts[i : i + batch_size]).float().cpu()
-                             for i in range(0, len(texts), batch_size)])
-    finally:
-        method.train(was_training)
+    with eval_mode(method):
+        img = encode_all(method, images, batch_size)
+        txt = torch.cat([method.encode_text(texts[i : i + batch_size]).float().cpu()
+                         for i in range(0, len(texts), batch_size)])
     recalls = recall_at_k(img @ txt.T, caption_image, ks)
     extra = {"n_images": len(img), "n_captions": len(txt)}
     return [record(task, "retrieval", "ssl", metric, [value], **extra) for metric, value in recalls.items()]

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.data.spec import as_tensor
+from selfsup.encoders.inference import eval_mode, module_device
 from selfsup.evaluate.records import record
 
 # A few of CLIP's ImageNet prompts (the paper's ensemble has 80; these carry most of the gain).
@@ -50,14 +52,12 @@ def class_embeddings(method: nn.Module, class_names: Sequence[str], templates: S
 def encode_all(method: nn.Module, inputs, batch_size: int = 256) -> torch.Tensor:
     """Images (N, C, H, W) (uint8 or float) or waveforms ((N, T) or a list) -> normalised (N, E) on the CPU."""
     encode = method.encode_audio if _is_audio(method) else method.encode_image
-    device = next(method.parameters()).device
+    device = module_device(method)
     out = []
     for i in range(0, len(inputs), batch_size):
         chunk = inputs[i : i + batch_size]
-        if isinstance(chunk, np.ndarray):
-            chunk = torch.from_numpy(np.ascontiguousarray(chunk))
-        if isinstance(chunk, torch.Tensor):
-            chunk = chunk.to(device)
+        if isinstance(chunk, np.ndarray | torch.Tensor):
+            chunk = as_tensor(chunk).to(device)
         else:
             chunk = [torch.as_tensor(w).to(device) for w in chunk]
         out.append(encode(chunk).float().cpu())
@@ -72,13 +72,9 @@ def zero_shot_predict(
     """Cosine similarities (N, C) between inputs and class prompts. Eval mode, restored afterwards."""
     if templates is None:
         templates = AUDIO_TEMPLATES if _is_audio(method) else IMAGE_TEMPLATES
-    was_training = method.training
-    method.eval()
-    try:
+    with eval_mode(method):
         classes = class_embeddings(method, class_names, templates).float().cpu()
         return encode_all(method, inputs, batch_size) @ classes.T
-    finally:
-        method.train(was_training)
 
 
 def zero_shot(

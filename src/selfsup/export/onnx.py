@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from selfsup.data.spec import InputSpec
+from selfsup.encoders.inference import eval_mode, module_device
 
 
 def example_input(spec_or_example: InputSpec | torch.Tensor, batch: int = 2) -> torch.Tensor:
@@ -43,21 +44,16 @@ def export_onnx(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = example_input(spec_or_example_input).to(next(encoder.parameters()).device)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        kwargs: dict = {}
-        if dynamic_batch and dynamo:
-            kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=65536)},)
-        elif dynamic_batch:
-            kwargs["dynamic_axes"] = {"images": {0: "batch"}, "features": {0: "batch"}}
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(encoder, (x,), str(path), input_names=["images"], output_names=["features"],
-                              opset_version=opset, dynamo=dynamo, **kwargs)
-    finally:
-        encoder.train(was_training)
+    x = example_input(spec_or_example_input).to(module_device(encoder))
+    kwargs: dict = {}
+    if dynamic_batch and dynamo:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=65536)},)
+    elif dynamic_batch:
+        kwargs["dynamic_axes"] = {"images": {0: "batch"}, "features": {0: "batch"}}
+    with eval_mode(encoder), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(encoder, (x,), str(path), input_names=["images"], output_names=["features"],
+                          opset_version=opset, dynamo=dynamo, **kwargs)
     return path
 
 
@@ -86,11 +82,8 @@ def run_onnx(sess, x: torch.Tensor) -> torch.Tensor:
 
 def check_onnx(encoder: nn.Module, path: str | Path, x: torch.Tensor) -> float:
     """Largest absolute difference between onnxruntime on ``path`` and ``encoder`` (eval) on ``x``."""
-    was_training = encoder.training
-    encoder.eval()
-    with torch.no_grad():
+    with eval_mode(encoder):
         ref = encoder(x).float().cpu()
-    encoder.train(was_training)
     return float((run_onnx(session(path), x) - ref).abs().max())
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from selfsup.data.spec import normalize, to_float
+from selfsup.data.spec import as_tensor, normalize, to_float
+from selfsup.encoders.inference import eval_mode
 from selfsup.encoders.vit import VisionTransformer
 
 
 def encoder_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 or [0, 1] float images (B, C, H, W) -> what the encoder sees, float (B, C, H, W)."""
-    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    x = as_tensor(images)
     return normalize(to_float(x.clone() if x.dtype == torch.uint8 else x))
 
 
@@ -70,12 +71,8 @@ def vit_attention(
     p = next(encoder.parameters())
     x = encoder_input(images).to(device=p.device, dtype=p.dtype)
     grid = encoder.grid_for(x)
-    was_training = encoder.training
-    encoder.eval()
-    try:
+    with eval_mode(encoder):
         maps = encoder.attention_maps(x)
-    finally:
-        encoder.train(was_training)
     return cls_attention(maps, grid).float().cpu(), rollout_maps(maps, grid).float().cpu()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import torch
 import yaml
 from torch import nn
 
-from selfsup.data.spec import to_float
+from selfsup.data.spec import as_tensor, to_float
+from selfsup.encoders.inference import eval_mode, module_device
 from selfsup.evaluate.features import extract_features
 from selfsup.evaluate.records import budget, load_records
 from selfsup.interpret import figures as fg
@@ -212,23 +212,13 @@ def _subset(n: int, labels: np.ndarray | None, limit: int, seed: int = 0) -> np.
     return np.sort(pick_queries(labels, limit, seed))
 
 
-def _with_eval(module: nn.Module, fn: Callable):
-    was = module.training
-    module.eval()
-    try:
-        return fn()
-    finally:
-        module.train(was)
-
-
 def reconstruction_section(method: nn.Module, images: np.ndarray, labels: np.ndarray | None,
                            save: FigureWriter) -> Section:
     idx = pick_queries(labels, 8, seed=1, total=len(images))
-    p = next(method.parameters())
-    x = to_float(torch.as_tensor(np.ascontiguousarray(images[idx]))).to(p.device)
-    with torch.random.fork_rng(devices=[]):
+    x = to_float(as_tensor(images[idx])).to(module_device(method))
+    with torch.random.fork_rng(devices=[]), eval_mode(method):
         torch.manual_seed(0)
-        out = _with_eval(method, lambda: method.reconstruct(x))
+        out = method.reconstruct(x)
     patch = int(getattr(method, "patch_size", getattr(method.encoder, "patch_size", 1)))
     ratio = getattr(getattr(method, "cfg", None), "mask_ratio", None)
     png = fg.plot_reconstructions(x.cpu(), {k: v.float().cpu() for k, v in out.items()}, patch)

@@ -7,7 +7,7 @@ and the run folder's logs and checkpoints.
 
 Resume is exact: every batch reseeds the RNG from (seed, batch number, rank), so masks and
 augmentations are a function of the position, and the checkpoint holds each data reader's
-position, so the loader restarts at the next unseen sample (see ``data/sources.py``). With
+position, so the loader restarts at the next unseen sample (see ``data/sources/split.py``). With
 ``train.deterministic`` on CPU, a run killed and resumed ends with bit-identical weights.
 """
 
@@ -30,7 +30,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
 from selfsup.data.spec import to_float
-from selfsup.train import distributed
+from selfsup import distributed
 from selfsup.train.checkpoint import AtomicCheckpointIO
 from selfsup.train.config import TrainConfig, parse_duration
 from selfsup.train.schedule import warmup_cosine

@@ -1,13 +1,11 @@
-"""Which process am I, and the few collectives the engine and evaluation need besides DDP's own.
+"""Which process am I, and the few collectives the engine, the data readers, the contrastive losses
+and evaluation need besides DDP's own. The one home of the rank rule: every layer asks here.
 
 Under torchrun or SLURM every process runs the same command and Lightning creates the process
-group inside ``Trainer.fit``. Before that (run folder, config file) the rank comes from the
-launcher's environment: RANK / WORLD_SIZE (torchrun, Lightning's own launcher) or SLURM_PROCID /
-SLURM_NTASKS (srun). Every helper is the identity on a single process.
-
-Evaluation: ``sharded_features`` has each rank encode one contiguous block of the images and
-gathers the blocks back in order (padding to equal shapes for ``all_gather``), so N images on W
-ranks cost N / W each and every rank ends with the same (N, F) features as one process would.
+group inside ``Trainer.fit``. Before that (run folder, config file, DataLoader workers started
+with spawn) the rank comes from the launcher's environment: RANK / WORLD_SIZE (torchrun,
+Lightning's own launcher) or SLURM_PROCID / SLURM_NTASKS (srun). Every helper is the identity on
+a single process.
 """
 
 from __future__ import annotations
@@ -15,12 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-
-from selfsup.data.spec import normalize, to_float
 
 
 def is_initialized() -> bool:
@@ -109,24 +103,3 @@ def gather_in_order(local: torch.Tensor, n: int) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded.contiguous())
     return torch.cat([p[: len(shard_range(n, r, world))] for r, p in enumerate(parts)])
-
-
-@torch.no_grad()
-def sharded_features(encoder: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256,
-                     device: str | torch.device | None = None) -> torch.Tensor:
-    """uint8 images (N, C, H, W) -> pooled features (N, F) float32 on the CPU, every rank encoding
-    only its block; equal to a single process's ``extract_features`` up to float rounding."""
-    images = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-    block = shard_range(len(images), global_rank(), world_size())
-    first = next(encoder.parameters(), None)
-    device = torch.device(device) if device is not None else first.device if first is not None else "cpu"
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        mine = images[block.start : block.stop]
-        out = [encoder(normalize(to_float(mine[i : i + batch_size].to(device)))).float()
-               for i in range(0, len(mine), batch_size)]
-    finally:
-        encoder.train(was_training)
-    local = torch.cat(out) if out else torch.zeros(0, encoder.num_features, device=device)
-    return gather_in_order(local, len(images)).cpu()

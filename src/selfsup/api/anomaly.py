@@ -1,0 +1,204 @@
+"""Visual anomaly detection (``selfsup anomaly fit|score``): PatchCore over a run's encoder or
+raw pixel patches. Orchestration only: the detector lives in ``selfsup.evaluate.anomaly``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from selfsup import runs
+from selfsup.api.common import Log, say
+from selfsup.data import open_source
+from selfsup.data.mvtec import is_mvtec, load_mvtec, read_folder_square
+from selfsup.evaluate.anomaly import standardize_images
+from selfsup.evaluate.records import merge_records
+
+ANOMALY_BANK = "patchcore.safetensors"
+ANOMALY_NORMALIZE = ("none", "image")
+
+
+def _normal_images(data: str, image_size: int, channels: int | None, max_samples: int | None,
+                   log: Log = say) -> torch.Tensor:
+    """Normal images to fit on: ``train/good`` of an MVTec root, a folder, or any ``--data`` source."""
+    if is_mvtec(data):
+        return load_mvtec(data, "train", image_size, channels).images[:max_samples]
+    if Path(data).is_dir():
+        return read_folder_square(Path(data), image_size, channels, max_samples, log)[0]
+    x, _ = open_source(data, image_size=image_size, channels=channels).arrays(max_samples)
+    return torch.from_numpy(x)
+
+
+def anomaly_fit(
+    run: str | Path | None,
+    data: str,
+    *,
+    out: str | Path | None = None,
+    image_size: int | None = None,
+    coreset: float = 0.1,
+    layers: Sequence[int] | None = None,
+    pixel_patch: int = 8,
+    reweight: int = 0,
+    normalize: str = "none",
+    max_samples: int | None = None,
+    seed: int = 0,
+    log: Log = say,
+) -> Path:
+    """Fit a PatchCore memory bank on normal images; returns the bank's path.
+
+    Features are the patch tokens of ``run``'s encoder (blocks ``layers``, default the two around
+    mid-depth, 3x3-averaged), or raw ``pixel_patch`` x ``pixel_patch`` pixel patches when ``run``
+    is None. ``data``: an MVTec-AD root (its ``train/good`` is used), an image folder (every image
+    resized as a whole to a square) or any ``--data`` source. ``coreset`` is the fraction of all
+    training patches kept. ``normalize`` "image" applies ``standardize_images`` to every image
+    first (also when scoring). Writes the bank (default ``RUN/anomaly/patchcore.safetensors``, or
+    ``runs/anomaly-raw-<time>/`` for raw pixels) and ``patchcore.json`` beside it, which names the
+    run and image size so ``anomaly_score`` can rebuild the detector.
+    """
+    from selfsup.evaluate.anomaly import PatchCore
+
+    if normalize not in ANOMALY_NORMALIZE:
+        raise ValueError(f"normalize must be one of {', '.join(ANOMALY_NORMALIZE)}, not {normalize!r}")
+    encoder, channels = None, None
+    if run is not None:
+        encoder, spec, _ = runs.load_encoder(run)
+        channels, image_size = spec.channels, image_size or spec.image_size
+    image_size = image_size or 64
+    if out is None and run is None:
+        out = runs.timestamped("anomaly-raw") / ANOMALY_BANK
+    elif out is None:
+        out = (Path(run) if Path(run).is_dir() else Path(run).parent) / "anomaly" / ANOMALY_BANK
+    out = Path(out)
+    out = out / ANOMALY_BANK if out.suffix != ".safetensors" else out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images = _normal_images(data, image_size, channels, max_samples, log)
+    what = f"{Path(run).name} encoder" if run is not None else f"raw {pixel_patch}x{pixel_patch} pixel patches"
+    log(f"fitting PatchCore on {len(images)} normal images of {data} at {image_size}px with {what}")
+    t0 = time.monotonic()
+    model = PatchCore(layers=tuple(layers) if layers else None, pixel_patch=pixel_patch, coreset_size=coreset,
+                      reweight=reweight, seed=seed)
+    model.fit(encoder, standardize_images(images) if normalize == "image" else images)
+    model.save(out)
+    info = {"run": str(Path(run).resolve()) if run is not None else None, "image_size": image_size,
+            "channels": int(images.shape[1]), "normalize": normalize, "data": str(data), "n_train": len(images),
+            "memory_bank": list(model.memory_bank.shape), "patchcore": model.config(),
+            "fit_seconds": round(time.monotonic() - t0, 2)}
+    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    log(f"memory bank {tuple(model.memory_bank.shape)} saved to {out} in {info['fit_seconds']:.1f}s")
+    return out
+
+
+def load_anomaly(model: str | Path) -> tuple[Any, dict]:
+    """The PatchCore detector saved by ``anomaly_fit`` (bank file or its folder) and its JSON."""
+    from selfsup.evaluate.anomaly import PatchCore
+
+    path = Path(model)
+    path = path / ANOMALY_BANK if path.is_dir() else path
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"no PatchCore bank at {path} (with {meta_path.name} beside it); run `anomaly fit`")
+    info = json.loads(meta_path.read_text())
+    encoder = runs.load_encoder(info["run"])[0] if info["run"] else None
+    return PatchCore.load(path, encoder), info
+
+
+def anomaly_score(
+    model: str | Path,
+    data: str,
+    *,
+    out_dir: str | Path | None = None,
+    max_figures: int = 4,
+    report: bool = True,
+    log: Log = say,
+) -> list[dict]:
+    """Score ``data`` with a bank saved by ``anomaly_fit``: image scores and pixel heatmaps.
+
+    An MVTec-AD root: its ``test/`` split against the masks in ``ground_truth/``; image and pixel
+    AUROC per defect type and overall ("defect": "all") are merged into the run's ``metrics.json``
+    (the bank's folder for raw pixels), heatmaps of up to ``max_figures`` images per defect go to
+    ``OUT/heatmaps/<defect>.png`` and the anomaly section into ``report.html``. A plain image
+    folder: scores only. Always writes ``OUT/scores.csv`` (path, defect, score); ``out_dir``
+    defaults to the bank's folder. Returns the records (none without masks).
+    """
+    import csv
+
+    from selfsup.data.mvtec import load_mvtec
+    from selfsup.evaluate.anomaly import anomaly_records
+    from selfsup.interpret.figures import plot_anomaly
+
+    detector, info = load_anomaly(model)
+    bank = Path(model) / ANOMALY_BANK if Path(model).is_dir() else Path(model)
+    out_dir = Path(out_dir) if out_dir else bank.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    size, channels = info["image_size"], info["channels"]
+    mvtec = is_mvtec(data)
+    if mvtec:
+        test = load_mvtec(data, "test", size, channels)
+        images, paths, defects = test.images, test.paths, list(test.defect)
+    else:
+        images, paths = read_folder_square(Path(data), size, channels, log=log)
+        defects = [Path(p).parent.name if Path(p).parent != Path(data) else "" for p in paths]
+    t0 = time.monotonic()
+    scores, heatmaps = detector.score(standardize_images(images) if info.get("normalize") == "image" else images)
+    log(f"scored {len(images)} images of {data} in {time.monotonic() - t0:.1f}s")
+    with open(out_dir / "scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "defect", "score"])
+        w.writerows([p, d, f"{float(s):.6g}"] for p, d, s in zip(paths, defects, scores.tolist(), strict=True))
+    log(f"scores written to {out_dir / 'scores.csv'}")
+    if not mvtec:
+        return []
+
+    run_dir = Path(info["run"]) if info["run"] and Path(info["run"]).is_dir() else bank.parent
+    task = Path(data).resolve().name
+    recs = anomaly_records(task, test, scores, heatmaps, "ssl" if info["run"] else "raw")
+    for r in recs:
+        r.update(image_size=size, coreset=info["patchcore"]["coreset_size"], memory_bank=info["memory_bank"][0],
+                 n_train=info["n_train"], bank=str(bank))
+    merge_records(run_dir / runs.METRICS, recs)
+    by = {(r["defect"], r["metric"]): r["mean"] for r in recs}
+    log("defect       image AUROC  pixel AUROC\n" + "\n".join(
+        f"{d:12s} {by[d, 'image_auroc']:11.4f}  {by[d, 'pixel_auroc']:11.4f}" for d in dict.fromkeys(k[0] for k in by)))
+
+    figures = out_dir / "heatmaps"
+    figures.mkdir(exist_ok=True)
+    masks, d = test.masks, np.asarray(defects)
+    pick: list[int] = []
+    for name in ["good", *test.defect_types]:
+        idx = np.flatnonzero(d == name)
+        idx = idx[np.linspace(0, len(idx) - 1, min(max_figures, len(idx))).round().astype(int)] if len(idx) else idx
+        png = plot_anomaly(images[idx], heatmaps[idx], masks[idx], scores[idx], [name] * len(idx))
+        (figures / f"{name}.png").write_bytes(png)
+        pick += [int(i) for i in (idx[[0, -1]] if name == "good" and len(idx) > 1 else idx[:1])]
+    log(f"heatmaps written to {figures}")
+    if report:
+        _anomaly_report(run_dir, info, {"images": images[pick], "heatmaps": heatmaps[pick], "masks": masks[pick],
+                                        "scores": scores[pick], "names": [defects[i] for i in pick]},
+                        test.images, torch.tensor([(["good", *test.defect_types]).index(x) for x in defects]),
+                        ["good", *test.defect_types], log)
+    return recs
+
+
+def _anomaly_report(run_dir: Path, info: dict, anomaly: dict, images: torch.Tensor, labels: torch.Tensor,
+                    class_names: list[str], log: Log, max_images: int = 200) -> None:
+    """Rewrite ``report.html`` with the anomaly section (and, for a run, its other sections on test images)."""
+    from selfsup.interpret.report import build_report
+
+    method = None
+    if info["run"] and (run_dir / runs.METHOD).is_file() and (run_dir / runs.CONFIG).is_file():
+        try:
+            method = runs.load_method(run_dir)
+        except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
+            log(f"report without the run's method: {e}")
+    keep = np.linspace(0, len(images) - 1, min(max_images, len(images))).round().astype(int)
+    path = build_report(run_dir, method=method, images=images[keep] if method is not None else None,
+                        labels=labels[keep] if method is not None else None, class_names=class_names,
+                        anomaly=anomaly)
+    log(f"report written to {path}")
+
+

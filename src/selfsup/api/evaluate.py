@@ -1,0 +1,241 @@
+"""Measuring an encoder: few-label evaluation and the label-efficiency curve, zero-shot
+classification, cross-modal retrieval, embeddings to a file, and the report. Orchestration only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from selfsup import runs
+from selfsup.api.common import Log, say
+from selfsup.data import open_source
+from selfsup.encoders import build_encoder
+from selfsup.evaluate.fewshot import evaluate_few_label, split_pool_test
+from selfsup.evaluate.finetune import FinetuneRecipe
+from selfsup.evaluate.records import format_table, merge_records
+
+
+def evaluate(
+    run: str | Path,
+    data: str,
+    *,
+    protocols: Sequence[str] = ("knn", "linear", "finetune"),
+    shots: Sequence[int] | None = None,
+    label_fractions: Sequence[float] | None = None,
+    seeds: int = 3,
+    train_data: str | None = None,
+    test_fraction: float = 0.5,
+    max_samples: int | None = None,
+    recipe: FinetuneRecipe | None = None,
+    log: Log = say,
+) -> list[dict]:
+    """Few-label evaluation of a run's encoder beside the raw-pixel and from-scratch baselines.
+
+    Labels for training come from ``train_data`` when given; otherwise ``data`` is split (stratified,
+    fixed seed) into a labelled pool and a held-out test part. Records are merged into the run's
+    ``metrics.json`` and returned.
+    """
+    run = Path(run)
+    encoder, spec, enc_cfg = runs.load_encoder(run)
+    if shots is None and label_fractions is None:
+        shots = [1, 5, 10]
+    test_src = open_source(data, image_size=spec.image_size, channels=spec.channels)
+    x_test, y_test = test_src.arrays(max_samples)
+    if train_data is not None:
+        x_pool, y_pool = open_source(train_data, image_size=spec.image_size, channels=spec.channels).arrays(max_samples)
+    else:
+        pool, test = split_pool_test(y_test, test_fraction=test_fraction, seed=0)
+        x_pool, y_pool, x_test, y_test = x_test[pool], y_test[pool], x_test[test], y_test[test]
+    if (y_test < 0).any() or (y_pool < 0).any():
+        raise ValueError(f"{data}: few-label evaluation needs labels (class subfolders, .cls members or labels key)")
+    num_classes = int(max(y_pool.max(), y_test.max()) + 1)
+    log(f"evaluating {run.name} on {test_src.name}: {len(y_pool)} labelled pool, {len(y_test)} test, "
+        f"{num_classes} classes, protocols {', '.join(protocols)}")
+
+    def scratch() -> nn.Module:
+        return build_encoder(enc_cfg, spec)
+
+    recs = evaluate_few_label(
+        encoder=encoder, make_scratch_encoder=scratch, train_images=x_pool, train_labels=y_pool,
+        test_images=x_test, test_labels=y_test, num_classes=num_classes, protocols=tuple(protocols),
+        shots=list(shots) if shots else None, label_fractions=list(label_fractions) if label_fractions else None,
+        seeds=tuple(range(seeds)), task=test_src.name, recipe=recipe, feature_cache_dir=run / runs.CACHE,
+        progress=log,
+    )
+    merge_records(run / runs.METRICS, recs)
+    log(format_table(recs))
+    return recs
+
+
+def report(run: str | Path, data: str | None = None, *, max_images: int = 500, log: Log = say) -> Path:
+    """Write ``RUN/report.html``: results, curves, reconstructions, attention and embedding maps."""
+    from selfsup.interpret.report import build_report
+
+    run = Path(run)
+    method = runs.load_method(run)
+    images = labels = class_names = None
+    if data is None:
+        data = runs.load_run_config(run).data.path
+    try:
+        src = open_source(data, image_size=method.spec.image_size if hasattr(method, "spec") else None)
+        images, labels = src.arrays(max_images)
+        class_names = src.spec.class_names
+        if labels is not None and (labels < 0).all():
+            labels = None
+    except (ValueError, FileNotFoundError) as e:
+        log(f"report without sample images: {e}")
+    path = build_report(run, method=method, images=images, labels=labels, class_names=class_names)
+    log(f"report written to {path}")
+    return path
+
+
+def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | None = None,
+          batch_size: int = 256, log: Log = say) -> Path:
+    """Pooled encoder features of every sample in ``data``, saved with keys and labels.
+
+    ``.npz`` gets arrays ``features`` (N, F), ``labels`` (N,), ``keys`` (N,); ``.safetensors`` the
+    same tensors (keys in the metadata).
+    """
+    from selfsup.evaluate.features import extract_features
+
+    encoder, spec, _ = runs.load_encoder(run)
+    src = open_source(data, image_size=spec.image_size, channels=spec.channels)
+    feats, labels, keys = [], [], []
+    seen = 0
+    for batch in src.loader(batch_size, shuffle=False):
+        if max_samples is not None and seen >= max_samples:
+            break
+        feats.append(extract_features(encoder, batch["image"], batch_size=batch_size))
+        labels.append(batch["label"])
+        keys += list(batch["key"])
+        seen += len(batch["key"])
+    if not feats:
+        raise ValueError(f"{data}: no readable samples to embed")
+    f, y = torch.cat(feats)[:max_samples], torch.cat(labels)[:max_samples]
+    keys = keys[: len(f)]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        save_file({"features": f.contiguous(), "labels": y.contiguous()}, str(out), metadata={"keys": json.dumps(keys)})
+    else:
+        np.savez(out, features=f.numpy(), labels=y.numpy(), keys=np.array(keys))
+    log(f"wrote {len(f)} embeddings of width {f.shape[1]} to {out}")
+    return out
+
+
+def _collect(src: Any, max_samples: int | None) -> dict[str, list]:
+    """Readable samples of a source as lists: inputs (images or waveforms), labels, captions."""
+    inputs, labels, captions = [], [], []
+    for s in src.dataset(shuffle=False):
+        if s is None or "__skip__" in s:
+            continue
+        inputs.append(s["audio"] if "audio" in s else s["image"])
+        labels.append(int(s.get("label", -1)))
+        captions.append(list(s.get("captions") or ([s["text"]] if s.get("text") else [])))
+        if max_samples is not None and len(inputs) >= max_samples:
+            break
+    if not inputs:
+        raise ValueError(f"{src.name}: no readable samples")
+    if not isinstance(inputs[0], torch.Tensor) or inputs[0].ndim == 3:
+        inputs = torch.stack([torch.as_tensor(x) for x in inputs]) if inputs[0].ndim == 3 else inputs
+    return {"inputs": inputs, "labels": labels, "captions": captions}
+
+
+def _source_for(method: nn.Module, data: str) -> Any:
+    spec = getattr(method, "spec", None)
+    audio = spec is not None and spec.modality.startswith("audio")
+    return open_source(data, image_size=None if audio else spec.image_size if spec else None,
+                       channels=None if audio else spec.channels if spec else None)
+
+
+def zero_shot(run: str | Path, data: str, classes: Sequence[str] | None = None, *,
+              templates: Sequence[str] | None = None, max_samples: int | None = None, log: Log = say) -> list[dict]:
+    """Zero-shot classification with a CLIP/SigLIP run: class names -> prompts -> nearest text."""
+    from selfsup.evaluate.zeroshot import zero_shot as _zero_shot
+
+    run = Path(run)
+    method = runs.load_method(run)
+    if not hasattr(method, "encode_text"):
+        raise ValueError(f"{run}: zero-shot needs an image-text or audio-text method (clip, siglip)")
+    src = _source_for(method, data)
+    names = list(classes) if classes else src.spec.class_names
+    if not names:
+        raise ValueError(f"{data}: give the class names with --classes (in label order)")
+    got = _collect(src, max_samples)
+    recs = _zero_shot(method, got["inputs"], got["labels"], names, templates, task=src.name)
+    merge_records(run / runs.METRICS, recs)
+    log(format_table(recs))
+    return recs
+
+
+def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, log: Log = say) -> list[dict]:
+    """Image<->text (or audio<->text) recall@1/5/10 on a caption set, several captions per item allowed."""
+    from selfsup.evaluate.retrieval import retrieval
+
+    run = Path(run)
+    method = runs.load_method(run)
+    if not hasattr(method, "encode_text"):
+        raise ValueError(f"{run}: retrieval needs an image-text or audio-text method (clip, siglip)")
+    src = _source_for(method, data)
+    got = _collect(src, max_samples)
+    keep = [i for i, c in enumerate(got["captions"]) if c]
+    if not keep:
+        raise ValueError(f"{data}: no captions found (.json with 'captions' or 'text')")
+    inputs = got["inputs"][keep] if isinstance(got["inputs"], torch.Tensor) else [got["inputs"][i] for i in keep]
+    recs = retrieval(method, inputs, [got["captions"][i] for i in keep], task=src.name)
+    merge_records(run / runs.METRICS, recs)
+    log(format_table(recs))
+    return recs
+
+
+CURVE_PROTOCOLS = ("knn", "linear", "finetune", "lora")
+CURVE_SHOTS, CURVE_FRACTIONS = (1, 5, 10, 50), (1.0,)
+
+
+def evaluate_curve(
+    run: str | Path,
+    data: str,
+    *,
+    protocols: Sequence[str] = CURVE_PROTOCOLS,
+    shots: Sequence[int] | None = None,
+    label_fractions: Sequence[float] | None = None,
+    seeds: int = 3,
+    train_data: str | None = None,
+    test_fraction: float = 0.5,
+    max_samples: int | None = None,
+    recipe: FinetuneRecipe | None = None,
+    log: Log = say,
+) -> list[dict]:
+    """The label-efficiency curve: ``evaluate`` at several budgets, plotted to ``RUN/figures``.
+
+    Default budgets: 1, 5, 10, 50 labels per class and 100% of the pool; every protocol beside the
+    raw-pixel and from-scratch baselines, ``seeds`` draws each. Accuracy (and AUROC for two
+    classes) vs labels with error bars (std over seeds) goes to ``RUN/figures/label_efficiency.png``.
+    """
+    from selfsup.interpret.figures import plot_label_efficiency
+
+    if shots is None and label_fractions is None:
+        shots, label_fractions = CURVE_SHOTS, CURVE_FRACTIONS
+    if seeds < 3:
+        log(f"warning: {seeds} seed(s); error bars need at least 3")
+    recs = evaluate(run, data, protocols=protocols, shots=shots, label_fractions=label_fractions, seeds=seeds,
+                    train_data=train_data, test_fraction=test_fraction, max_samples=max_samples, recipe=recipe,
+                    log=log)
+    png = plot_label_efficiency(recs)
+    if png is None:
+        log("no curve drawn: it needs at least two budgets of one kind (shots or fractions)")
+        return recs
+    path = Path(run) / runs.FIGURES / "label_efficiency.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    log(f"label-efficiency curve written to {path}")
+    return recs
+
+

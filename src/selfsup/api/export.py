@@ -1,0 +1,46 @@
+"""Delivering an encoder (``selfsup export``): safetensors, ONNX, Hugging Face or timm folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from selfsup import runs
+from selfsup.api.common import Log, say
+
+EXPORT_FORMATS = ("safetensors", "onnx", "hf", "timm")
+
+
+def export(run: str | Path, format: str, out: str | Path | None = None, *, log: Log = say) -> Path:
+    """Deliver a run's encoder: ``safetensors`` (timm names + config metadata), ``onnx`` (pooled
+    features, checked against torch in onnxruntime), ``hf`` (a ``transformers.ViTModel`` folder) or
+    ``timm`` (timm-named weights + config)."""
+    import shutil
+
+    from selfsup.export.hf import export_hf, export_timm
+
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    run = Path(run)
+    encoder, spec, enc_cfg = runs.load_encoder(run)
+    if format in ("hf", "timm") and enc_cfg.name != "vit":
+        raise ValueError(f"--format {format} exports ViT encoders; this run's encoder is {enc_cfg.name}")
+    default = {"safetensors": "encoder.safetensors", "onnx": "encoder.onnx", "hf": "hf", "timm": "timm"}[format]
+    target = Path(out) if out else run / "export" / default
+    if format == "safetensors":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run / runs.ENCODER, target)
+    elif format == "onnx":
+        from selfsup.export.onnx import check_onnx, export_onnx
+
+        export_onnx(encoder, spec, target)
+        x = torch.rand(3, spec.channels, spec.image_size, spec.image_size)
+        diff = check_onnx(encoder, target, x)
+        log(f"onnxruntime matches torch: max abs difference {diff:.2e}")
+    elif format == "hf":
+        export_hf(encoder, target)
+    else:
+        export_timm(encoder, target)
+    log(f"exported {format} to {target}")
+    return target

@@ -1,0 +1,99 @@
+"""Data sources: everything `--data` accepts, opened as a `Source` that yields contract samples.
+
+`open_source(spec)` understands one string:
+
+- an image folder (class subfolders -> labels, or flat images -> label -1),
+- WebDataset shards: a `.tar`/`.tar.gz` file, a brace list, a glob, a folder of shards or an
+  `http(s)://` URL (streamed, split by rank and worker, never loaded whole),
+- an `.npz` file (`file.npz`, `file.npz:train` -> `train_images`/`train_labels`),
+- a built-in name: `digits[:train|:test]` (embedded, no download), `cifar10[:train|:test]`,
+  `mnist[:train|:test]` (downloaded once into ~/.cache/selfsup).
+
+One module per kind of source; a new kind is one new file plus one line in `open_source`:
+
+- `base`: the batch contract (`collate`, skip markers), `SkipCounter`, the `Source` base class;
+- `split`: rank/worker splitting, resume positions, epoch repeat, the shuffle buffer;
+- `folder`, `arrays` (npz and in-memory), `shards` (WebDataset) over the safe `tar` reader;
+- `builtins`: the built-in data sets and their downloads.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+
+from selfsup.data.decode import IMAGE_EXTS
+from selfsup.data.sources import builtins
+from selfsup.data.sources.arrays import ArraySource, open_npz
+from selfsup.data.sources.base import SkipCounter, Source, SourceError, collate, skip
+from selfsup.data.sources.builtins import BUILTINS, open_builtin
+from selfsup.data.sources.folder import FolderSource, images_under
+from selfsup.data.sources.shards import SHARD_SUFFIXES, ShardSource, ShardStream
+from selfsup.data.sources.split import IndexedSource
+from selfsup.data.sources.tar import is_url, tar_samples
+
+
+def open_source(
+    spec: str,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    images_key: str | None = None,
+    labels_key: str | None = None,
+) -> Source:
+    """Open a `--data` string (see `describe_sources()`); raises SourceError with a one-line reason.
+
+    `image_size` / `channels` default to the first sample's (short side capped at 224 for files;
+    grey -> 1, else 3); every image is converted and resized (short side, centre crop) to them.
+    `images_key` / `labels_key` pick the arrays of an .npz.
+    """
+    spec = str(spec).strip()
+    opts = {"image_size": image_size, "channels": channels}
+    if spec.partition(":")[0] in BUILTINS and not Path(spec).exists():
+        return open_builtin(spec, **opts)
+    if re.fullmatch(r".+\.npz(:\w+)?", spec) and not is_url(spec):
+        return open_npz(spec, images_key=images_key, labels_key=labels_key, **opts)
+    if is_url(spec) or glob.has_magic(spec) or "{" in spec or spec.endswith(SHARD_SUFFIXES):
+        return ShardSource(spec, **opts)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if any(f.is_file() and f.name.endswith(SHARD_SUFFIXES) for f in path.iterdir()):
+            return ShardSource(spec, **opts)
+        return FolderSource(path, **opts)
+    if path.exists():
+        raise SourceError(f"{spec}: not a folder, shard (.tar, .tar.gz) or .npz")
+    if "/" not in spec and os.sep not in spec:
+        raise SourceError(f"{spec}: no such file or folder, nor a built-in data set ({', '.join(BUILTINS)})")
+    raise SourceError(f"{spec}: no such file or folder")
+
+
+def describe_sources() -> str:
+    """What `--data` accepts, with examples, and the built-in data sets (for `selfsup datasets`)."""
+    lines = [
+        "--data accepts:",
+        "  image folder       photos/                   class subfolders -> labels (sorted names);",
+        f"                                               flat images -> unlabeled ({', '.join(IMAGE_EXTS)})",
+        "  WebDataset shards  data/train-{000000..000004}.tar.gz   a brace list",
+        "                     'data/train-*.tar.gz'     a glob (quote it)",
+        "                     data/shards/              every *.tar / *.tar.gz in a folder; one shard",
+        "                     https://host/x/train-{0000..0009}.tar   streamed over http(s)",
+        "                     members: KEY.jpg|png|webp image, KEY.cls label, KEY.json metadata",
+        "                     ('captions' -> image-text), KEY.wav audio (json 'text' -> audio-text);",
+        "                     classes.txt next to the shards names the classes",
+        "  npz arrays         xray.npz:train            arrays train_images / train_labels",
+        "                     xray.npz                  arrays images / labels (or images_key / labels_key)",
+        "built-in data sets (NAME or NAME:SPLIT):",
+    ]
+    for name, (_, splits, default, desc) in BUILTINS.items():
+        lines.append(f"  {name:<19} {desc}; splits {', '.join(splits)}; plain = {default or 'all'}")
+    lines.append(f"downloads are cached in {builtins.CACHE_DIR} (set SELFSUP_CACHE to move it)")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ArraySource", "BUILTINS", "FolderSource", "IndexedSource", "SHARD_SUFFIXES", "ShardSource", "ShardStream",
+    "SkipCounter", "Source", "SourceError", "collate", "describe_sources", "images_under", "is_url", "open_npz",
+    "open_source", "skip", "tar_samples",
+]

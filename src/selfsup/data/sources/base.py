@@ -1,0 +1,191 @@
+"""The batch contract every source keeps, skip counting, and the `Source` base class.
+
+A source yields sample dicts (docs/architecture.md, "Samples"); a sample that cannot be decoded
+is yielded as a marker `{"__skip__": "KEY: REASON"}` rather than a bare `None` (which could not
+say which sample failed). `collate` drops both markers and `None` (recorded as "?: undecodable")
+and lists them in the batch's `skipped`, so `SkipCounter` can count skips in the main process
+even with worker processes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from selfsup.data.spec import InputSpec
+
+Ranks = tuple[int, int]  # (rank, world size) a reader plays; None = this process's, from the environment
+
+
+class SourceError(ValueError):
+    """A `--data` spec that cannot be opened (missing path, nothing found, unknown name)."""
+
+
+def skip(key: str, reason: str) -> dict:
+    """The marker a dataset yields for an undecodable sample."""
+    return {"__skip__": f"{key}: {reason}"}
+
+
+def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
+    """Samples -> batch: `image` uint8 (B, C, H, W), `label` long (B,), `key`, `skipped` lists.
+
+    Skip markers and `None` are dropped and listed in `skipped` as "KEY: REASON". Caption sources
+    add `text` list[str] and `captions` list[list[str]]; audio sources add `audio` float32 (B, T)
+    zero-padded to the longest clip, `audio_length` long (B,) and `text`. If every sample was
+    skipped the batch has B = 0 (with `spec`, `image` keeps its (0, C, S, S) shape).
+    """
+    good, skipped, position = [], [], None
+    for s in samples:
+        if s is not None and "__pos__" in s:
+            position = s["__pos__"]
+        if s is None:
+            skipped.append("?: undecodable")
+        elif "__skip__" in s:
+            skipped.append(s["__skip__"])
+        else:
+            good.append(s)
+    batch: dict = {
+        "label": torch.tensor([s["label"] for s in good], dtype=torch.long),
+        "key": [s["key"] for s in good],
+        "skipped": skipped,
+    }
+    if position is not None:
+        batch["position"] = position
+    if good and "image" in good[0]:
+        batch["image"] = torch.stack([s["image"] for s in good])
+    elif not good and (spec is None or spec.modality.startswith("image")):
+        c, size = (spec.channels, spec.image_size) if spec else (0, 0)
+        batch["image"] = torch.zeros((0, c, size, size), dtype=torch.uint8)
+    if good and "audio" in good[0]:
+        lengths = [len(s["audio"]) for s in good]
+        audio = torch.zeros(len(good), max(lengths))
+        for i, s in enumerate(good):
+            audio[i, : lengths[i]] = s["audio"]
+        batch["audio"], batch["audio_length"] = audio, torch.tensor(lengths, dtype=torch.long)
+    if good and "text" in good[0]:
+        batch["text"] = [s["text"] for s in good]
+    if good and "captions" in good[0]:
+        batch["captions"] = [s["captions"] for s in good]
+    return batch
+
+
+class SkipCounter:
+    """Counts skipped samples from batches' `skipped` lists, by reason ("corrupt", "truncated"...)."""
+
+    def __init__(self) -> None:
+        self.by_reason: Counter[str] = Counter()
+        self.examples: list[str] = []  # the first few entries, for a log line
+
+    def add(self, batch: dict | list[str]) -> None:
+        entries = batch.get("skipped", []) if isinstance(batch, dict) else batch
+        for entry in entries:
+            _, _, reason = entry.partition(": ")
+            self.by_reason[reason.split(":")[0].strip() or "unknown"] += 1
+            if len(self.examples) < 10:
+                self.examples.append(entry)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_reason.values())
+
+    def summary(self) -> str:
+        """E.g. "skipped 3 samples (2 corrupt, 1 truncated)"."""
+        n = self.total
+        if n == 0:
+            return "skipped 0 samples"
+        parts = ", ".join(f"{c} {r}" for r, c in self.by_reason.most_common())
+        return f"skipped {n} sample{'s' if n != 1 else ''} ({parts})"
+
+
+class Source:
+    """An opened `--data` spec. Subclasses set `name`, `spec`, `num_samples` and `dataset()`."""
+
+    name: str
+    spec: InputSpec
+    location: str
+    num_samples: int | None = None
+
+    def dataset(
+        self, *, shuffle: bool = False, seed: int = 0, epoch_repeat: bool = False, ranks: Ranks | None = None
+    ) -> Dataset:
+        """Map-style (finite, indexable) or IterableDataset of samples / skip markers.
+
+        Streamed and endless datasets split themselves over readers (ranks x DataLoader workers);
+        `ranks` = (rank, world size) overrides this process's place, e.g. (0, 1) reads everything.
+        """
+        raise NotImplementedError
+
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        infinite: bool = False,
+    ) -> DataLoader:
+        """Batches per `collate`. `infinite` loops over epochs (reshuffled each) and never ends.
+
+        Finite map-style sources use a plain shuffling DataLoader, so Lightning can insert its
+        DistributedSampler; infinite and streamed ones split themselves by rank and worker.
+        """
+        ds = self.dataset(shuffle=shuffle, seed=seed, epoch_repeat=infinite)
+        mapped = not isinstance(ds, IterableDataset)
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle and mapped,
+            generator=torch.Generator().manual_seed(seed) if shuffle and mapped else None,
+            num_workers=num_workers,
+            drop_last=drop_last,
+            collate_fn=partial(collate, spec=self.spec),
+            persistent_workers=num_workers > 0 and not infinite,
+        )
+
+    def arrays(
+        self, max_samples: int | None = None, *, batch_size: int = 256, skips: SkipCounter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`max_samples` (default all) images uint8 (N, C, H, W) and labels int64 (N,), for
+        evaluation sets that fit in memory.
+
+        Indexed sources give a fixed random subset (seed 0, in index order), since folders are
+        sorted by class; streams give their first samples. Read batch by batch; skipped samples
+        are left out (and counted into `skips` when given).
+        """
+        if not self.spec.modality.startswith("image"):
+            raise TypeError(f"{self.name}: arrays() needs an image source, this one is {self.spec.modality}")
+        ds = self.dataset(ranks=(0, 1))  # every rank evaluates on the whole set
+        if not isinstance(ds, IterableDataset) and max_samples is not None and max_samples < len(ds):
+            pick = np.random.default_rng(0).choice(len(ds), max_samples, replace=False)
+            ds = torch.utils.data.Subset(ds, np.sort(pick).tolist())
+        xs, ys, n = [], [], 0
+        for batch in DataLoader(ds, batch_size=batch_size, collate_fn=partial(collate, spec=self.spec)):
+            if skips is not None:
+                skips.add(batch)
+            xs.append(batch["image"].numpy())
+            ys.append(batch["label"].numpy())
+            n += len(ys[-1])
+            if max_samples is not None and n >= max_samples:
+                break
+        s = self.spec
+        x = np.concatenate(xs) if xs else np.zeros((0, s.channels, s.image_size, s.image_size), np.uint8)
+        y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
+        return x[:max_samples], y[:max_samples].astype(np.int64)
+
+    def __len__(self) -> int:
+        if self.num_samples is None:
+            raise TypeError(f"{self.name}: streamed shards have no known length")
+        return self.num_samples
+
+    def __bool__(self) -> bool:  # keep `if source:` working when __len__ cannot answer
+        return True
+
+    def __repr__(self) -> str:
+        n = "?" if self.num_samples is None else self.num_samples
+        return f"{type(self).__name__}({self.name!r}, {self.location!r}, {n} samples, {self.spec})"
+

@@ -1,0 +1,63 @@
+"""Running a network for inference: eval mode that is always restored, uint8 images in batches.
+
+Every consumer of a trained encoder (features, fine-tuned classifiers, PatchCore, attention maps,
+zero-shot, ONNX checks) runs it through ``eval_mode`` and, for images, ``encode_images``, so the
+rules live here once: no gradients, eval mode for the call and the caller's mode back afterwards,
+images turned into the encoder's input scale (``data.spec``) batch by batch on its device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from selfsup.data.spec import as_tensor, normalize, to_float
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without parameters)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``with eval_mode(m):`` eval mode and no gradients inside; the train/eval mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        module.train(was_training)
+
+
+def encode_images(
+    module: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    empty: tuple[int, ...] = (0,),
+) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> ``fn(x)`` of each batch concatenated, float32 on the CPU.
+
+    ``x`` is a batch moved to ``device`` (default the module's), ``to_float``-ed and
+    ``normalize``-d; ``fn`` defaults to ``module`` itself. Runs under ``eval_mode(module)``. With no
+    images the result is ``torch.empty(empty)``.
+    """
+    images = as_tensor(images)
+    device = torch.device(device) if device is not None else module_device(module)
+    fn = fn or module
+    with eval_mode(module):
+        out = [fn(normalize(to_float(images[i : i + batch_size].to(device)))).float().cpu()
+               for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(empty)
+
+
+__all__ = ["encode_images", "eval_mode", "module_device"]
