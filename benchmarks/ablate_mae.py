@@ -36,7 +36,7 @@ from torch import nn
 from selfsup.data.spec import normalize
 from selfsup.encoders.vit import Attention, PatchEmbed
 from selfsup.methods.mae import MAE, mae_loss, patchify, random_masking
-from selfsup.train.engine import param_groups
+from selfsup.train.optim import param_groups
 
 
 def permute_attention(self: Attention, x: torch.Tensor, return_attention: bool = False):

@@ -43,7 +43,7 @@ from torch import nn
 from selfsup.data.spec import InputSpec, normalize
 from selfsup.encoders import EncoderConfig
 from selfsup.methods import build_method
-from selfsup.train.engine import param_groups
+from selfsup.train.optim import param_groups
 
 PEERS = ["hf_vitmae", "timm_mae"]
 

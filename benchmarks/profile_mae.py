@@ -18,7 +18,7 @@ from bench_mae import BUILDERS, build
 from common import CONFIGS
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from selfsup.train.engine import param_groups
+from selfsup.train.optim import param_groups
 
 KINDS = [  # first match wins
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "convolution")),

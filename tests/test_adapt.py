@@ -21,7 +21,6 @@ from selfsup.adapt import (
     FinetuneRecipe,
     adapt_classifier,
     add_lora,
-    holdout_split,
     load_classifier,
     lora_modules,
     merge_lora,
@@ -31,6 +30,7 @@ from selfsup.adapt import (
 from selfsup.adapt import finetune as adapt_finetune
 from selfsup.config import build_config
 from selfsup.data.spec import InputSpec
+from selfsup.data.splits import stratified_split
 from selfsup.encoders import EncoderConfig, build_encoder
 from selfsup.evaluate.records import load_records
 
@@ -140,7 +140,7 @@ def test_llrd_scales(monkeypatch):
 
 def test_holdout_split_is_stratified_and_keeps_singletons():
     labels = np.array([0] * 10 + [1] * 5 + [2] * 2 + [3])
-    train, val = holdout_split(labels, 0.2, seed=0)
+    train, val = stratified_split(labels, 0.2, seed=0)
     assert not set(train) & set(val) and sorted([*train, *val]) == list(range(len(labels)))
     assert [int((labels[val] == c).sum()) for c in range(4)] == [2, 1, 1, 0]  # >= 1 when a class has 2
     assert 17 in train  # a lone label trains

@@ -12,14 +12,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
+from selfsup.adapt.finetune import FinetuneRecipe, finetune, lr_factor, random_shift
 from selfsup.data.spec import normalize, to_float
+from selfsup.data.splits import sample_few, stratified_split
 from selfsup.encoders.vit import vit
 from selfsup.evaluate import (
-    FinetuneRecipe,
     cached_features,
     evaluate_few_label,
     extract_features,
-    finetune,
     format_table,
     knn_predict,
     linear_probe,
@@ -27,10 +27,7 @@ from selfsup.evaluate import (
     merge_records,
     raw_features,
     record,
-    sample_few,
-    split_pool_test,
 )
-from selfsup.evaluate.finetune import lr_factor, random_shift
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -203,7 +200,7 @@ def test_sample_few_fraction_is_stratified():
 
 def test_split_pool_test_stratified_disjoint():
     labels = np.repeat(np.arange(3), [10, 6, 1])
-    pool, test = split_pool_test(labels, 0.5, seed=0)
+    pool, test = stratified_split(labels, 0.5, seed=0)
     assert not set(pool) & set(test) and len(pool) + len(test) == len(labels)
     assert np.bincount(labels[test], minlength=3).tolist() == [5, 3, 0]
 

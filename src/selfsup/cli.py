@@ -71,17 +71,18 @@ def evaluate(
 ) -> None:
     """Few-label evaluation (kNN, linear probe, fine-tune) beside raw-pixel and from-scratch baselines."""
     from selfsup import api
+    from selfsup.evaluate.fewshot import DEFAULT_PROTOCOLS, FEW_LABEL_PROTOCOLS
 
     if curve:
         records = api.evaluate_curve(
-            run, data, protocols=_csv(protocol) or list(api.CURVE_PROTOCOLS), shots=_csv(shots, int),
+            run, data, protocols=_csv(protocol) or list(FEW_LABEL_PROTOCOLS), shots=_csv(shots, int),
             label_fractions=_csv(label_fraction, float), seeds=seeds, train_data=train_data,
             max_samples=max_samples, log=_log_for(as_json),
         )
         _emit(records, as_json)
         return
     records = api.evaluate(
-        run, data, protocols=_csv(protocol) or ["knn", "linear", "finetune"], shots=_csv(shots, int),
+        run, data, protocols=_csv(protocol) or list(DEFAULT_PROTOCOLS), shots=_csv(shots, int),
         label_fractions=_csv(label_fraction, float), seeds=seeds, train_data=train_data,
         max_samples=max_samples, log=_log_for(as_json),
     )

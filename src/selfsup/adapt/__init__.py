@@ -11,7 +11,6 @@ from selfsup.adapt.finetune import (
     Classifier,
     FinetuneRecipe,
     adapt_classifier,
-    holdout_split,
     param_groups,
     train_classifier,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "FinetuneRecipe",
     "adapt_classifier",
     "add_lora",
-    "holdout_split",
     "load_classifier",
     "lora_modules",
     "lora_settings",

@@ -121,13 +121,14 @@ class Predictions:
         return float((self.probs.argmax(1).numpy()[known] == self.labels[known]).mean())
 
 
-def predict(model: Classifier, batches: Iterable[dict], max_samples: int | None = None) -> Predictions:
-    """Run ``model`` over batches (``image`` uint8 (B, C, H, W), ``label``, ``key``, ``skipped``)."""
+def predict(model: Classifier, batches: Iterable[dict], max_samples: int | None = None,
+            input_key: str = "image") -> Predictions:
+    """Run ``model`` over batches (``input_key``: images uint8 (B, C, H, W); ``label``, ``key``, ``skipped``)."""
     keys, probs, labels, skipped = [], [], [], SkipCounter()
     for batch in batches:
         skipped.add(batch)
         if len(batch["key"]):
-            probs.append(model.predict_proba(batch["image"]))
+            probs.append(model.predict_proba(batch[input_key]))
             labels.append(batch["label"].numpy())
             keys += list(batch["key"])
         if max_samples is not None and len(keys) >= max_samples:

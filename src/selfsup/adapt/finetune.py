@@ -9,8 +9,10 @@ eighth of the side (CIFAR's 4 px of 32), done on the batch in torch; flips are o
 because they change the meaning of digits and text.
 
 Early stopping (``adapt_classifier``) watches a held-out part of the *labelled* set only
-(``holdout_split``); the caller's test set never enters this module. ``evaluate.finetune`` runs
-the same loop for a fixed number of steps as the few-label protocol.
+(``data.splits.stratified_split``); the caller's test set never enters this module. ``finetune`` runs the same
+loop for a fixed number of steps as the few-label protocol (``evaluate.fewshot``), from the
+pretrained weights or, for the from-scratch baseline, from a fresh initialisation of the same
+architecture, so the two differ only in their starting weights.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from torch import nn
 
 from selfsup.adapt.lora import add_lora
 from selfsup.data.spec import as_tensor, normalize, to_float
+from selfsup.data.splits import stratified_split
 from selfsup.encoders.inference import encode_images, module_device
+from selfsup.train.optim import param_groups
 from selfsup.train.schedule import warmup_cosine
 
 
@@ -79,36 +83,6 @@ def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator | None 
     return padded.permute(0, 2, 3, 1)[b, rows, cols].permute(0, 3, 1, 2)
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
-    """AdamW groups: no decay on 1-D params and ``no_weight_decay()`` names; ViT layer-wise lr scale.
-
-    With ``layer_decay`` < 1 and an encoder that has ``blocks``, the patch embedding, CLS token
-    and position embedding get layer 0, block i layer i + 1, the rest (final norm, head) the top
-    layer L = depth + 1; a parameter's lr is scaled by layer_decay ** (L - layer).
-    """
-    encoder = model.encoder if hasattr(model, "encoder") else model
-    skip = {f"encoder.{n}" for n in getattr(encoder, "no_weight_decay", set)()}
-    depth = len(encoder.blocks) if hasattr(encoder, "blocks") else 0
-
-    def layer(name: str) -> int:
-        if name.startswith(("encoder.patch_embed", "encoder.cls_token", "encoder.pos_embed")):
-            return 0
-        if name.startswith("encoder.blocks."):
-            return int(name.split(".")[2]) + 1
-        return depth + 1
-
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        decay = p.ndim > 1 and name not in skip
-        lid = layer(name) if depth and layer_decay != 1.0 else depth + 1
-        g = groups.setdefault((lid, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
-                                             "lr_scale": layer_decay ** (depth + 1 - lid)})
-        g["params"].append(p)
-    return list(groups.values())
-
-
 def lr_factor(step: int, steps: int, warmup: int) -> float:
     """Linear warmup over ``warmup`` steps, then cosine decay to 0 at ``steps`` (the engine's schedule)."""
     return warmup_cosine(step, steps, warmup)
@@ -135,25 +109,6 @@ class Classifier(nn.Module):
         """
         return encode_images(self, images, lambda x: self(x).float().softmax(1), batch_size=batch_size,
                              empty=(0, self.head.out_features))
-
-
-def holdout_split(labels: np.ndarray, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (train indices, held-out indices) of a labelled set, both sorted.
-
-    Each class puts round(fraction * n_c) samples aside, at least 1 when it has 2 or more and
-    never all of them: a class with one label keeps it for training (no early stopping signal).
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_val = 0 if len(members) < 2 or fraction <= 0 else min(max(1, round(fraction * len(members))),
-                                                                    len(members) - 1)
-        val.append(members[:n_val])
-        train.append(members[n_val:])
-    empty = np.empty(0, dtype=np.int64)
-    return (np.sort(np.concatenate(train)) if train else empty, np.sort(np.concatenate(val)) if val else empty)
 
 
 @torch.no_grad()
@@ -222,6 +177,39 @@ def train_classifier(
             "val_top1": best[0] if best else None, "val_loss": -best[1] if best else None, "history": history}
 
 
+def finetune(
+    encoder: nn.Module,
+    train_images: np.ndarray | torch.Tensor,
+    train_labels: np.ndarray | torch.Tensor,
+    test_images: np.ndarray | torch.Tensor,
+    num_classes: int,
+    *,
+    seed: int,
+    recipe: FinetuneRecipe | None = None,
+    device: str | torch.device | None = None,
+    eval_batch_size: int = 256,
+) -> torch.Tensor:
+    """Fine-tune a deep copy of ``encoder`` (left untouched) + a linear head; test probabilities (M, C).
+
+    train_images uint8 (N, C, H, W), train_labels (N,) in [0, C), test_images uint8 (M, C, H, W).
+    ``seed`` fixes the head, the batches, the augmentation and dropout; the caller's global RNG
+    state is restored afterwards. ``device`` defaults to the encoder's.
+    """
+    r = recipe or FinetuneRecipe()
+    device = torch.device(device) if device is not None else module_device(encoder)
+    x_train, x_test = as_tensor(train_images).to(device), as_tensor(test_images)
+    y_train = torch.as_tensor(train_labels).long().to(device)
+    fork = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        model = Classifier(copy.deepcopy(encoder), num_classes).to(device)
+        if not any(p.requires_grad for p in model.encoder.parameters()):
+            warnings.warn("the encoder has no trainable parameters (frozen?): only the head is trained", stacklevel=2)
+        train_classifier(model, x_train, y_train, r, generator=g)
+        return model.predict_proba(x_test, eval_batch_size)
+
+
 def adapt_classifier(
     encoder: nn.Module,
     images: np.ndarray | torch.Tensor,
@@ -255,7 +243,7 @@ def adapt_classifier(
     y = torch.as_tensor(np.asarray(labels)).long()
     if len(y) == 0 or y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"adaptation needs labels in [0, {num_classes}); got {len(y)} labels")
-    train_idx, val_idx = holdout_split(y.numpy(), val_fraction, seed)
+    train_idx, val_idx = stratified_split(y.numpy(), val_fraction, seed)
     assert not set(train_idx.tolist()) & set(val_idx.tolist())
     if len(val_idx) == 0:
         warnings.warn("no class has 2 labels to spare: training without held-out labels (no early stopping)",
@@ -281,6 +269,6 @@ def adapt_classifier(
 
 
 __all__ = [
-    "ADAPT_RECIPES", "LORA_LR_SCALE", "Classifier", "FinetuneRecipe", "adapt_classifier", "holdout_split",
+    "ADAPT_RECIPES", "LORA_LR_SCALE", "Classifier", "FinetuneRecipe", "adapt_classifier", "finetune",
     "lora_recipe", "lr_factor", "param_groups", "random_shift", "train_classifier",
 ]

@@ -17,7 +17,6 @@ from selfsup.api.anomaly import ANOMALY_BANK, ANOMALY_NORMALIZE, anomaly_fit, an
 from selfsup.api.common import Log, say
 from selfsup.api.evaluate import (
     CURVE_FRACTIONS,
-    CURVE_PROTOCOLS,
     CURVE_SHOTS,
     embed,
     evaluate,
@@ -31,7 +30,7 @@ from selfsup.api.pretrain import DEMO_FINETUNE, DEMO_OVERRIDES, demo, pretrain
 from selfsup.runs import load_encoder, load_method, load_run_config, new_run_dir, save_encoder
 
 __all__ = [
-    "ANOMALY_BANK", "ANOMALY_NORMALIZE", "CURVE_FRACTIONS", "CURVE_PROTOCOLS", "CURVE_SHOTS", "DEMO_FINETUNE",
+    "ANOMALY_BANK", "ANOMALY_NORMALIZE", "CURVE_FRACTIONS", "CURVE_SHOTS", "DEMO_FINETUNE",
     "DEMO_OVERRIDES", "EXPORT_FORMATS", "Log", "adapt", "anomaly_fit", "anomaly_score", "demo", "embed", "evaluate",
     "evaluate_curve", "export", "load_anomaly", "load_encoder", "load_method", "load_run_config", "new_run_dir",
     "predict", "pretrain", "report", "retrieve", "save_encoder", "say", "zero_shot",

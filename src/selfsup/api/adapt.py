@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 
 from selfsup import runs
+from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
-from selfsup.evaluate.finetune import FinetuneRecipe
+from selfsup.data.spec import InputSpec
 from selfsup.evaluate.records import merge_records, record
 
 
@@ -43,14 +44,14 @@ def adapt(
     """
     from selfsup.adapt import adapt_classifier, save_classifier
     from selfsup.data.sources import SkipCounter
-    from selfsup.evaluate.fewshot import sample_few
+    from selfsup.data.splits import sample_few
     from selfsup.evaluate.records import budget as budget_name
 
     if shots is not None and label_fraction is not None:
         raise ValueError("give --shots or --label-fraction, not both")
     run = Path(run)
     encoder, spec, enc_cfg = runs.load_encoder(run)
-    src = open_source(data, image_size=spec.image_size, channels=spec.channels)
+    src = open_source(data, **spec.reader_options())
     skips = SkipCounter()
     x, y = src.arrays(max_samples, skips=skips)
     if not (y >= 0).any():
@@ -99,9 +100,9 @@ def predict(
     from selfsup.adapt import predict as run_classifier
 
     model, config = load_classifier(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
-    s = config["input_spec"]
-    src = open_source(data, image_size=s["image_size"], channels=s["channels"])
-    preds = run_classifier(model, src.loader(batch_size, shuffle=False), max_samples)
+    spec = InputSpec(**config["input_spec"])
+    src = open_source(data, **spec.reader_options())
+    preds = run_classifier(model, src.loader(batch_size, shuffle=False), max_samples, input_key=spec.input_key)
     names = config["class_names"]
     write_predictions(out, preds, names)
     same = src.spec.class_names is None or list(src.spec.class_names) == names

@@ -14,11 +14,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from selfsup import runs
+from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
+from selfsup.data.spec import captions_of
+from selfsup.data.splits import stratified_split
 from selfsup.encoders import build_encoder
-from selfsup.evaluate.fewshot import evaluate_few_label, split_pool_test
-from selfsup.evaluate.finetune import FinetuneRecipe
+from selfsup.evaluate.fewshot import DEFAULT_PROTOCOLS, FEW_LABEL_PROTOCOLS, evaluate_few_label
 from selfsup.evaluate.records import format_table, merge_records
 
 
@@ -26,7 +28,7 @@ def evaluate(
     run: str | Path,
     data: str,
     *,
-    protocols: Sequence[str] = ("knn", "linear", "finetune"),
+    protocols: Sequence[str] = DEFAULT_PROTOCOLS,
     shots: Sequence[int] | None = None,
     label_fractions: Sequence[float] | None = None,
     seeds: int = 3,
@@ -46,12 +48,12 @@ def evaluate(
     encoder, spec, enc_cfg = runs.load_encoder(run)
     if shots is None and label_fractions is None:
         shots = [1, 5, 10]
-    test_src = open_source(data, image_size=spec.image_size, channels=spec.channels)
+    test_src = open_source(data, **spec.reader_options())
     x_test, y_test = test_src.arrays(max_samples)
     if train_data is not None:
-        x_pool, y_pool = open_source(train_data, image_size=spec.image_size, channels=spec.channels).arrays(max_samples)
+        x_pool, y_pool = open_source(train_data, **spec.reader_options()).arrays(max_samples)
     else:
-        pool, test = split_pool_test(y_test, test_fraction=test_fraction, seed=0)
+        pool, test = stratified_split(y_test, test_fraction, seed=0)
         x_pool, y_pool, x_test, y_test = x_test[pool], y_test[pool], x_test[test], y_test[test]
     if (y_test < 0).any() or (y_pool < 0).any():
         raise ValueError(f"{data}: few-label evaluation needs labels (class subfolders, .cls members or labels key)")
@@ -84,12 +86,12 @@ def report(run: str | Path, data: str | None = None, *, max_images: int = 500, l
     if data is None:
         data = runs.load_run_config(run).data.path
     try:
-        src = open_source(data, image_size=method.spec.image_size if hasattr(method, "spec") else None)
+        src = _source_for(method, data)
         images, labels = src.arrays(max_images)
         class_names = src.spec.class_names
         if labels is not None and (labels < 0).all():
             labels = None
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, TypeError) as e:
         log(f"report without sample images: {e}")
     path = build_report(run, method=method, images=images, labels=labels, class_names=class_names)
     log(f"report written to {path}")
@@ -106,13 +108,13 @@ def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | Non
     from selfsup.evaluate.features import extract_features
 
     encoder, spec, _ = runs.load_encoder(run)
-    src = open_source(data, image_size=spec.image_size, channels=spec.channels)
+    src = open_source(data, **spec.reader_options())
     feats, labels, keys = [], [], []
     seen = 0
     for batch in src.loader(batch_size, shuffle=False):
         if max_samples is not None and seen >= max_samples:
             break
-        feats.append(extract_features(encoder, batch["image"], batch_size=batch_size))
+        feats.append(extract_features(encoder, batch[spec.input_key], batch_size=batch_size))
         labels.append(batch["label"])
         keys += list(batch["key"])
         seen += len(batch["key"])
@@ -136,23 +138,21 @@ def _collect(src: Any, max_samples: int | None) -> dict[str, list]:
     for s in src.dataset(shuffle=False):
         if s is None or "__skip__" in s:
             continue
-        inputs.append(s["audio"] if "audio" in s else s["image"])
+        inputs.append(s[src.spec.input_key])
         labels.append(int(s.get("label", -1)))
-        captions.append(list(s.get("captions") or ([s["text"]] if s.get("text") else [])))
+        captions.append(captions_of(s))
         if max_samples is not None and len(inputs) >= max_samples:
             break
     if not inputs:
         raise ValueError(f"{src.name}: no readable samples")
-    if not isinstance(inputs[0], torch.Tensor) or inputs[0].ndim == 3:
-        inputs = torch.stack([torch.as_tensor(x) for x in inputs]) if inputs[0].ndim == 3 else inputs
+    if all(x.shape == inputs[0].shape for x in inputs):  # images; waveforms of any length stay a list
+        inputs = torch.stack(inputs)
     return {"inputs": inputs, "labels": labels, "captions": captions}
 
 
 def _source_for(method: nn.Module, data: str) -> Any:
     spec = getattr(method, "spec", None)
-    audio = spec is not None and spec.modality.startswith("audio")
-    return open_source(data, image_size=None if audio else spec.image_size if spec else None,
-                       channels=None if audio else spec.channels if spec else None)
+    return open_source(data, **(spec.reader_options() if spec is not None else {}))
 
 
 def zero_shot(run: str | Path, data: str, classes: Sequence[str] | None = None, *,
@@ -195,7 +195,6 @@ def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, log:
     return recs
 
 
-CURVE_PROTOCOLS = ("knn", "linear", "finetune", "lora")
 CURVE_SHOTS, CURVE_FRACTIONS = (1, 5, 10, 50), (1.0,)
 
 
@@ -203,7 +202,7 @@ def evaluate_curve(
     run: str | Path,
     data: str,
     *,
-    protocols: Sequence[str] = CURVE_PROTOCOLS,
+    protocols: Sequence[str] = FEW_LABEL_PROTOCOLS,
     shots: Sequence[int] | None = None,
     label_fractions: Sequence[float] | None = None,
     seeds: int = 3,

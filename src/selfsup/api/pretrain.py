@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from selfsup import distributed, runs
+from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.api.evaluate import evaluate, report
 from selfsup.config import ConfigError, RunConfig, build_config, dump_config, load_config
 from selfsup.data import open_source
-from selfsup.evaluate.finetune import FinetuneRecipe
-from selfsup.evaluate.records import merge_records, record
+from selfsup.evaluate.records import PRETRAIN_METRICS, merge_records, record
 from selfsup.methods import build_method
 
 
@@ -92,14 +92,10 @@ def pretrain(
     runs.save_encoder(model, cfg, spec, run_dir)
     hist = module.loss_history
     tail = [v for _, v in hist[-max(1, len(hist) // 10):]] or [float("nan")]
-    recs = [
-        record(source.name, "pretrain", "ssl", "final_loss", [float(np.mean(tail))], method=cfg.method_name),
-        record(source.name, "pretrain", "ssl", "steps", [float(module.global_step)], method=cfg.method_name),
-        record(source.name, "pretrain", "ssl", "images_per_s",
-               [module.images_seen / max(module.elapsed, 1e-9)], method=cfg.method_name),
-        record(source.name, "pretrain", "ssl", "skipped_samples", [float(module.n_skipped)], method=cfg.method_name),
-        record(source.name, "pretrain", "ssl", "nonfinite_steps", [float(module.bad_steps)], method=cfg.method_name),
-    ]
+    measured = {"final_loss": float(np.mean(tail)), "steps": float(module.global_step), "seconds": module.elapsed,
+                "images_per_s": module.images_seen / max(module.elapsed, 1e-9),
+                "skipped_samples": float(module.n_skipped), "nonfinite_steps": float(module.bad_steps)}
+    recs = [record(source.name, "pretrain", "ssl", m, [measured[m]], method=cfg.method_name) for m in PRETRAIN_METRICS]
     merge_records(run_dir / runs.METRICS, recs)
     (run_dir / runs.LOSS_HISTORY).write_text(json.dumps(hist))
     skipped = f"; skipped {module.n_skipped} unreadable samples" if module.n_skipped else ""

@@ -277,6 +277,19 @@ class VisionTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token"}
 
+    @property
+    def num_layers(self) -> int:
+        """Layers for layer-wise lr decay (``train.optim``): embeddings 0, blocks 1..depth, final norm."""
+        return len(self.blocks) + 1
+
+    def layer_id(self, name: str) -> int:
+        """The layer of parameter ``name``: patch/position embeddings and CLS 0, block i i + 1, the rest the top."""
+        if name.startswith(("patch_embed", "cls_token", "pos_embed")):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.num_layers
+
 
 def vit(
     size: str = "tiny",

@@ -5,19 +5,17 @@ run's ``metrics.json``; ``format_table`` prints them.
 """
 
 from selfsup.evaluate.features import cached_features, extract_features, raw_features
-from selfsup.evaluate.fewshot import PROTOCOLS, evaluate_few_label, sample_few, split_pool_test
-from selfsup.evaluate.finetune import FinetuneRecipe, finetune
+from selfsup.evaluate.fewshot import DEFAULT_PROTOCOLS, FEW_LABEL_PROTOCOLS, evaluate_few_label
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.linear import linear_probe
 from selfsup.evaluate.records import format_table, load_records, merge_records, record
 
 __all__ = [
-    "PROTOCOLS",
-    "FinetuneRecipe",
+    "DEFAULT_PROTOCOLS",
+    "FEW_LABEL_PROTOCOLS",
     "cached_features",
     "evaluate_few_label",
     "extract_features",
-    "finetune",
     "format_table",
     "knn_predict",
     "linear_probe",
@@ -25,6 +23,4 @@ __all__ = [
     "merge_records",
     "raw_features",
     "record",
-    "sample_few",
-    "split_pool_test",
 ]

@@ -10,7 +10,6 @@ split is only ever scored: no training, early stopping or model selection touche
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,65 +18,20 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from selfsup.adapt.finetune import lora_recipe
+from selfsup.adapt.finetune import FinetuneRecipe, finetune, lora_recipe
 from selfsup.adapt.lora import add_lora
-from selfsup.evaluate.features import as_tensor, cached_features, module_device, raw_features
-from selfsup.evaluate.finetune import FinetuneRecipe, finetune
+from selfsup.data.spec import as_tensor
+from selfsup.data.splits import sample_few
+from selfsup.encoders.inference import module_device
+from selfsup.evaluate.features import cached_features, raw_features
 from selfsup.evaluate.knn import knn_predict
 from selfsup.evaluate.linear import linear_probe
 from selfsup.evaluate.records import record
 
-PROTOCOLS = ("knn", "linear", "finetune")
-# LoRA (adapters on the attention projections, ``selfsup.adapt.lora``) needs peft: it runs only when asked
-ALL_PROTOCOLS = (*PROTOCOLS, "lora")
-
-
-def sample_few(
-    labels: np.ndarray, *, shots: int | None = None, fraction: float | None = None, seed: int
-) -> np.ndarray:
-    """Sorted indices of a labelled subset: ``shots`` per class, or a stratified ``fraction``.
-
-    Samples with label < 0 (unknown) are never drawn. A class with fewer than ``shots`` samples
-    gives all it has (with a warning); a fraction takes round(fraction * n_c), at least 1, per
-    class. For one seed the subsets are nested: the 5-shot draw is part of the 10-shot draw.
-    """
-    if (shots is None) == (fraction is None):
-        raise ValueError("give exactly one of shots or fraction")
-    if shots is not None and shots < 1:
-        raise ValueError(f"shots must be >= 1, got {shots}")
-    if fraction is not None and not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    picked, short = [], 0
-    for c in np.unique(labels[labels >= 0]):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n = shots if shots is not None else max(1, round(fraction * len(members)))
-        short += len(members) < n
-        picked.append(members[:n])
-    if short:
-        warnings.warn(f"{short} class(es) have fewer than {shots} labelled samples; took all of them",
-                      stacklevel=2)
-    return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
-
-
-def split_pool_test(
-    labels: np.ndarray, test_fraction: float = 0.5, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split of one labelled set into (pool indices, test indices), both sorted.
-
-    Each class with at least 2 samples puts at least one in each side; a singleton stays in the pool.
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    pool, test = [], []
-    for c in np.unique(labels[labels >= 0]):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_test = 0 if len(members) < 2 else min(max(1, round(test_fraction * len(members))), len(members) - 1)
-        test.append(members[:n_test])
-        pool.append(members[n_test:])
-    empty = np.empty(0, dtype=np.int64)
-    return (np.sort(np.concatenate(pool)) if pool else empty, np.sort(np.concatenate(test)) if test else empty)
+# What `selfsup evaluate` runs unless told; LoRA (adapters on the attention projections,
+# ``selfsup.adapt.lora``) needs peft, so it runs when asked (and in the label-efficiency curve).
+DEFAULT_PROTOCOLS = ("knn", "linear", "finetune")
+FEW_LABEL_PROTOCOLS = (*DEFAULT_PROTOCOLS, "lora")
 
 
 def scores_metrics(probs: torch.Tensor, labels: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -99,7 +53,7 @@ def evaluate_few_label(
     test_labels: np.ndarray,
     num_classes: int,
     task: str,
-    protocols: Sequence[str] = PROTOCOLS,
+    protocols: Sequence[str] = DEFAULT_PROTOCOLS,
     shots: Sequence[int] | None = None,
     label_fractions: Sequence[float] | None = None,
     seeds: Sequence[int] = (0, 1, 2),
@@ -123,9 +77,9 @@ def evaluate_few_label(
     its attention projections plus the head, with ``recipe`` turned by ``lora_recipe`` (10x the
     lr, no layer decay).
     """
-    unknown = set(protocols) - set(ALL_PROTOCOLS)
+    unknown = set(protocols) - set(FEW_LABEL_PROTOCOLS)
     if unknown:
-        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(ALL_PROTOCOLS)}")
+        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(FEW_LABEL_PROTOCOLS)}")
     budgets = [("shots", int(k)) for k in shots or ()] + [("label_fraction", float(f)) for f in label_fractions or ()]
     if not budgets:
         raise ValueError("give shots and/or label_fractions")
@@ -137,7 +91,7 @@ def evaluate_few_label(
         raise ValueError(f"train labels must lie in [0, {num_classes}) (or be < 0 for unknown)")
     log = progress or (lambda msg: None)
 
-    frozen = [p for p in PROTOCOLS if p in protocols and p != "finetune"]
+    frozen = [p for p in ("knn", "linear") if p in protocols]
     feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if frozen:
         log(f"{task}: extracting features of {len(train_images)} + {len(test_images)} images")
@@ -192,4 +146,4 @@ def evaluate_few_label(
     return records
 
 
-__all__ = ["sample_few", "split_pool_test", "evaluate_few_label", "scores_metrics", "PROTOCOLS", "ALL_PROTOCOLS"]
+__all__ = ["evaluate_few_label", "scores_metrics", "DEFAULT_PROTOCOLS", "FEW_LABEL_PROTOCOLS"]

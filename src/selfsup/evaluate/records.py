@@ -15,9 +15,38 @@ from pathlib import Path
 
 import numpy as np
 
+# The vocabulary of records, in the order tables and plots show it; every writer and reader uses these.
+BUDGET_KEYS = ("shots", "label_fraction")  # labels per class, or a fraction of the labelled pool
+ENCODERS = {  # what was measured
+    "ssl": "this run's pretrained encoder",
+    "scratch": "the same network trained from random weights on the same labels",
+    "raw": "the same probe on raw pixels",
+}
+PROTOCOLS = {  # how it was measured
+    "knn": "kNN (frozen features)",
+    "linear": "Linear probe (frozen features)",
+    "finetune": "Fine-tuning",
+    "lora": "LoRA",
+    "zero-shot": "Zero-shot",
+    "retrieval": "Retrieval",
+    "anomaly": "Anomaly detection",
+    "pretrain": "Pretraining",
+}
+METRICS = {  # what number
+    "top1": "top-1 accuracy",
+    "top5": "top-5 accuracy",
+    "auroc": "AUROC",
+    "balanced_accuracy": "balanced accuracy",
+    "f1": "F1",
+    "image_auroc": "image AUROC",
+    "pixel_auroc": "pixel AUROC",
+}
+PRETRAIN_METRICS = ("final_loss", "steps", "seconds", "images_per_s", "skipped_samples", "nonfinite_steps")
+LOWER_IS_BETTER = ("loss", "error", "err", "time", "seconds", "nonfinite", "skipped")  # parts of metric names
+
 # What a record measured; a new record replaces an old one with the same values of these fields.
 # "peer" names a compared library (benchmarks), "defect" a slice of an anomaly-detection test set.
-IDENTITY = ("task", "protocol", "encoder", "shots", "label_fraction", "metric", "peer", "defect")
+IDENTITY = ("task", "protocol", "encoder", *BUDGET_KEYS, "metric", "peer", "defect")
 
 
 def record(
@@ -92,6 +121,27 @@ def merge_records(path: str | Path, new: list[dict]) -> list[dict]:
     return records
 
 
+def budget_kind(rec: dict) -> str | None:
+    """Which of ``BUDGET_KEYS`` a record's label budget is given in; None for a record without one."""
+    return next((k for k in BUDGET_KEYS if rec.get(k) is not None), None)
+
+
+def budget_order(rec: dict) -> tuple[int, float]:
+    """Sort key of a record's budget: shots ascending, then fractions ascending, then none."""
+    kind = budget_kind(rec)
+    return (BUDGET_KEYS.index(kind), float(rec[kind])) if kind else (len(BUDGET_KEYS), 0.0)
+
+
+def rank_in(vocabulary: dict | tuple, name: str) -> int:
+    """Position of ``name`` in one of the vocabularies above; unknown names after all known ones."""
+    names = list(vocabulary)
+    return names.index(name) if name in names else len(names)
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(w in metric.lower() for w in LOWER_IS_BETTER)
+
+
 def budget(rec: dict) -> str:
     """Human label of a record's label budget: "5-shot", "10%" or "all"."""
     if rec.get("shots") is not None:
@@ -122,4 +172,8 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["record", "identity", "load_records", "merge_records", "budget", "format_table", "IDENTITY"]
+__all__ = [
+    "BUDGET_KEYS", "ENCODERS", "IDENTITY", "LOWER_IS_BETTER", "METRICS", "PRETRAIN_METRICS", "PROTOCOLS", "budget",
+    "budget_kind", "budget_order", "format_table", "identity", "load_records", "lower_is_better", "merge_records",
+    "rank_in", "record",
+]

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from selfsup.evaluate.records import BUDGET_KEYS, ENCODERS, METRICS, budget_kind, rank_in
+
 DPI = 110
 MASK_TINT = np.array([0.55, 0.66, 0.85])  # hidden MAE patches: a blue-grey no image pixel has
-ENCODER_STYLE = {"ssl": ("-", "o"), "scratch": ("--", "s"), "raw": (":", "^")}
-METRIC_LABELS = {"top1": "top-1 accuracy", "auroc": "AUROC", "balanced_accuracy": "balanced accuracy", "f1": "F1"}
-LOWER_IS_BETTER = ("loss", "error", "err", "time", "seconds", "nonfinite", "skipped")
+ENCODER_STYLE = {"ssl": ("-", "o"), "scratch": ("--", "s"), "raw": (":", "^")}  # line style, marker
 
 # ----------------------------------------------------------------------------- plumbing
 
@@ -161,38 +161,20 @@ def plot_loss_curve(steps: np.ndarray, losses: np.ndarray, title: str = "Pretrai
 # ----------------------------------------------------------------------------- MAE reconstructions
 
 
-def hidden_mask(images: np.ndarray, out: dict[str, np.ndarray], patch: int) -> np.ndarray:
-    """Pixel mask (N, H, W), True where MAE hid the patch, recovered from its outputs.
-
-    A patch is hidden if the pasted image differs from the original there (it holds the
-    reconstruction), or the masked input is all zero there while the original is not.
-    """
-    N, H, W, _ = images.shape
-    gh, gw = H // patch, W // patch
-
-    def per_patch(a: np.ndarray) -> np.ndarray:  # (N, H, W) bool -> (N, gh, gw): any pixel
-        return a[:, : gh * patch, : gw * patch].reshape(N, gh, patch, gw, patch).any(axis=(2, 4))
-
-    differs = per_patch(np.abs(out["pasted"] - images).max(-1) > 1e-6)
-    zeroed = ~per_patch(np.abs(out["masked"]).max(-1) > 0) & per_patch(images.max(-1) > 0)
-    m = np.repeat(np.repeat(differs | zeroed, patch, axis=1), patch, axis=2)
-    return np.pad(m, ((0, 0), (0, H - m.shape[1]), (0, W - m.shape[2])))
-
-
 def plot_reconstructions(
     images: np.ndarray | torch.Tensor,
     outputs: dict[str, np.ndarray | torch.Tensor],
-    patch_size: int,
     max_images: int = 8,
 ) -> bytes:
     """Grid: rows original / masked input / reconstruction / pasted, one column per image.
 
     ``images`` [0, 1] float or uint8 (B, C, H, W); ``outputs`` MAE.reconstruct's dict ("masked",
-    "reconstruction", "pasted", each (B, C, H, W) in [0, 1]). Hidden patches are tinted blue-grey.
+    "reconstruction", "pasted", each (B, C, H, W) in [0, 1], and "mask" (B, H, W), true where a
+    patch was hidden). Hidden patches are tinted blue-grey.
     """
     img = as_hwc(images)[:max_images]
     out = {k: as_hwc(outputs[k])[:max_images] for k in ("masked", "reconstruction", "pasted")}
-    mask = hidden_mask(img, out, patch_size)
+    mask = np.asarray(outputs["mask"])[:max_images].astype(bool)
     masked = np.where(mask[..., None], MASK_TINT, np.stack([rgb(m) for m in out["masked"]]))
     rows = [
         ("original", img),
@@ -420,14 +402,6 @@ def plot_anomaly(
 # ----------------------------------------------------------------------------- label efficiency
 
 
-def budget_kind(rec: dict) -> str | None:
-    if rec.get("shots") is not None:
-        return "shots"
-    if rec.get("label_fraction") is not None:
-        return "label_fraction"
-    return None
-
-
 def curve_records(records: list[dict]) -> list[dict]:
     """Records that belong on a label-efficiency curve: few-label protocols with a budget."""
     return [r for r in records if budget_kind(r) and r.get("protocol") not in ("pretrain", "anomaly")
@@ -439,8 +413,7 @@ def curve_metrics(records: list[dict], metric: str | None = None, limit: int = 2
     present = list(dict.fromkeys(r["metric"] for r in curve_records(records)))
     if metric is not None:
         return [metric] if metric in present else []
-    order = [m for m in ("top1", "auroc", "balanced_accuracy", "f1") if m in present]
-    return (order + [m for m in present if m not in order])[:limit]
+    return sorted(present, key=lambda m: rank_in(METRICS, m))[:limit]
 
 
 def plot_label_efficiency(records: list[dict], metric: str | None = None) -> bytes | None:
@@ -452,7 +425,7 @@ def plot_label_efficiency(records: list[dict], metric: str | None = None) -> byt
     """
     recs = curve_records(records)
     panels = []
-    for kind in ("shots", "label_fraction"):
+    for kind in BUDGET_KEYS:
         for m in curve_metrics(recs, metric):
             sel = [r for r in recs if budget_kind(r) == kind and r["metric"] == m]
             n = len({r[kind] for r in sel})
@@ -475,8 +448,7 @@ def plot_label_efficiency(records: list[dict], metric: str | None = None) -> byt
         xs_all: set[float] = set()
         def order(kv: tuple) -> tuple:
             task, protocol, encoder, peer = kv[0]
-            enc = list(ENCODER_STYLE).index(encoder) if encoder in ENCODER_STYLE else len(ENCODER_STYLE)
-            return str(task), protocols.index(protocol), enc, str(peer)
+            return str(task), protocols.index(protocol), rank_in(ENCODERS, encoder), str(peer)
 
         for i, (key, rs) in enumerate(sorted(series.items(), key=order)):
             task, protocol, encoder, peer = key
@@ -496,8 +468,8 @@ def plot_label_efficiency(records: list[dict], metric: str | None = None) -> byt
         ax.set_xticklabels([f"{t:g}%" if kind == "label_fraction" else f"{t:g}" for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("labels per class" if kind == "shots" else "labelled fraction of the training set")
-        ax.set_ylabel(METRIC_LABELS.get(m, m))
-        ax.set_title(f"{METRIC_LABELS.get(m, m)} vs labels", loc="left", fontsize=11)
+        ax.set_ylabel(METRICS.get(m, m))
+        ax.set_title(f"{METRICS.get(m, m)} vs labels", loc="left", fontsize=11)
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
     fig.legend(list(legend.values()), list(legend), loc="upper center", bbox_to_anchor=(0.5, 0.0),

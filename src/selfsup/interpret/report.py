@@ -23,17 +23,19 @@ from torch import nn
 from selfsup.data.spec import as_tensor, to_float
 from selfsup.encoders.inference import eval_mode, module_device
 from selfsup.evaluate.features import extract_features
-from selfsup.evaluate.records import budget, load_records
+from selfsup.evaluate.records import (
+    ENCODERS,
+    METRICS,
+    PROTOCOLS,
+    budget,
+    budget_order,
+    load_records,
+    lower_is_better,
+    rank_in,
+)
 from selfsup.interpret import figures as fg
 from selfsup.interpret.attention import is_vit, vit_attention
 from selfsup.interpret.embedding import nearest_neighbours, pca, pick_queries, tsne
-
-ENCODER_ORDER = ("ssl", "scratch", "raw")
-PROTOCOL_ORDER = ("knn", "linear", "finetune", "lora", "zero_shot", "retrieval", "anomaly")
-METRIC_NAMES = {"top1": "top-1 accuracy", "auroc": "AUROC", "image_auroc": "image AUROC",
-                "pixel_auroc": "pixel AUROC"}
-PROTOCOL_NAMES = {"knn": "kNN (frozen features)", "linear": "Linear probe (frozen features)",
-                  "finetune": "Fine-tuning", "lora": "LoRA", "anomaly": "Anomaly detection"}
 
 
 @dataclass
@@ -99,7 +101,7 @@ def summary_section(config: dict | None, records: list[dict], encoder: nn.Module
         facts = []
         if "steps" in pre:
             facts.append(f"{_fmt(pre['steps'])} steps")
-        seconds = next((pre[k] for k in ("seconds", "elapsed_s", "wall_s", "time_s") if k in pre), None)
+        seconds = pre.get("seconds")  # runs from before it was recorded: estimated below
         bs = (config or {}).get("train", {}).get("batch_size") if config else None
         if seconds is None and "images_per_s" in pre and "steps" in pre and bs:
             seconds = pre["steps"] * bs / max(pre["images_per_s"], 1e-9)
@@ -124,25 +126,8 @@ def summary_section(config: dict | None, records: list[dict], encoder: nn.Module
 # ----------------------------------------------------------------------------- results table
 
 
-def _budget_key(r: dict) -> tuple:
-    if r.get("shots") is not None:
-        return (0, float(r["shots"]))
-    if r.get("label_fraction") is not None:
-        return (1, float(r["label_fraction"]))
-    return (2, 0.0)
-
-
 def _column(r: dict) -> str:
     return str(r.get("encoder", "?")) + (f" ({r['peer']})" if r.get("peer") else "")
-
-
-def _metric_rank(metric: str) -> int:
-    order = ("top1", "auroc", "image_auroc", "pixel_auroc")
-    return order.index(metric) if metric in order else len(order)
-
-
-def _lower_is_better(metric: str) -> bool:
-    return any(w in metric.lower() for w in fg.LOWER_IS_BETTER)
 
 
 def results_table(records: list[dict]) -> str:
@@ -152,8 +137,8 @@ def results_table(records: list[dict]) -> str:
     if not recs:
         return ""
     protocols = sorted({str(r.get("protocol", "")) for r in recs},
-                       key=lambda p: (PROTOCOL_ORDER.index(p) if p in PROTOCOL_ORDER else 99, p))
-    cols = sorted({_column(r) for r in recs}, key=lambda c: (ENCODER_ORDER.index(c) if c in ENCODER_ORDER else 9, c))
+                       key=lambda p: (rank_in(PROTOCOLS, p), p))
+    cols = sorted({_column(r) for r in recs}, key=lambda c: (rank_in(ENCODERS, c), c))
     show = {"task": len({r.get("task") for r in recs}) > 1, "subset": any(r.get("defect") is not None for r in recs),
             "metric": True}
     head = [h for h in ("task", "subset", "metric") if show[h]] + ["labels"]
@@ -162,16 +147,16 @@ def results_table(records: list[dict]) -> str:
     for protocol in protocols:
         rows: dict[tuple, dict[str, dict]] = {}
         for r in (r for r in recs if r.get("protocol") == protocol):
-            key = (str(r.get("task", "")), str(r.get("defect", "")), str(r.get("metric", "")), _budget_key(r),
+            key = (str(r.get("task", "")), str(r.get("defect", "")), str(r.get("metric", "")), budget_order(r),
                    budget(r))
             rows.setdefault(key, {})[_column(r)] = r
-        lines = [f'<tr class="group"><th colspan="{width}">{esc(PROTOCOL_NAMES.get(protocol, protocol))}</th></tr>']
-        for key in sorted(rows, key=lambda k: (k[0], k[1] == "overall", k[1], _metric_rank(k[2]), k[2], k[3])):
+        lines = [f'<tr class="group"><th colspan="{width}">{esc(PROTOCOLS.get(protocol, protocol))}</th></tr>']
+        for key in sorted(rows, key=lambda k: (k[0], k[1] == "overall", k[1], rank_in(METRICS, k[2]), k[2], k[3])):
             task, subset, metric, _, label = key
             cells = rows[key]
             means = [c["mean"] for c in cells.values()]
-            best = (min if _lower_is_better(metric) else max)(means) if len(means) >= 2 else None
-            labels = {"task": task, "subset": subset, "metric": METRIC_NAMES.get(metric, metric)}
+            best = (min if lower_is_better(metric) else max)(means) if len(means) >= 2 else None
+            labels = {"task": task, "subset": subset, "metric": METRICS.get(metric, metric)}
             tds = [f'<td class="l">{esc(labels[h])}</td>' for h in head[:-1]] + [f'<td class="l">{esc(label)}</td>']
             for c in cols:
                 r = cells.get(c)
@@ -190,10 +175,7 @@ def results_table(records: list[dict]) -> str:
     if seeds and seeds != [1]:
         seeds_txt = f" over {seeds[-1]} seeds" + (" (a number without ± is a single run)" if seeds[0] == 1 else "")
     header = "".join(f'<th class="l">{esc(h)}</th>' for h in head) + "".join(f"<th>{esc(c)}</th>" for c in cols)
-    legend = {"ssl": "<b>ssl</b> = this run's pretrained encoder",
-              "scratch": "<b>scratch</b> = the same network trained from random weights on the same labels",
-              "raw": "<b>raw</b> = the same probe on raw pixels"}
-    known = "; ".join(legend[c] for c in cols if c in legend)
+    known = "; ".join(f"<b>{esc(c)}</b> = {esc(ENCODERS[c])}" for c in cols if c in ENCODERS)
     return (f'<div class="scroll"><table><thead><tr>{header}</tr></thead>{"".join(groups)}</table></div>'
             f'<p class="note">Mean ± standard deviation{esc(seeds_txt)}; '
             f"the best encoder in each row is highlighted. {known}.</p>")
@@ -221,7 +203,7 @@ def reconstruction_section(method: nn.Module, images: np.ndarray, labels: np.nda
         out = method.reconstruct(x)
     patch = int(getattr(method, "patch_size", getattr(method.encoder, "patch_size", 1)))
     ratio = getattr(getattr(method, "cfg", None), "mask_ratio", None)
-    png = fg.plot_reconstructions(x.cpu(), {k: v.float().cpu() for k, v in out.items()}, patch)
+    png = fg.plot_reconstructions(x.cpu(), {k: v.float().cpu() for k, v in out.items()})
     hidden = f"{ratio:.0%} of the {patch}×{patch} patches" if ratio is not None else "most patches"
     caption = (f"Each column is one image. Row 2 is what the encoder saw: {hidden} are hidden (blue-grey). "
                "Row 3 is the decoder's prediction for every patch; row 4 pastes the predicted patches "

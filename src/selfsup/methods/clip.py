@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -29,12 +28,13 @@ from pydantic import BaseModel, ConfigDict
 from tokenizers import Tokenizer
 from torch import nn
 
+from selfsup import distributed
 from selfsup.data.augment import horizontal_flip, random_resized_crop
-from selfsup.data.spec import InputSpec, normalize, to_float
+from selfsup.data.spec import InputSpec, captions_of, normalize, to_float
 from selfsup.encoders import EncoderConfig, build_encoder
 from selfsup.encoders.audio import LogMel, spec_augment
 from selfsup.encoders.text import TextTransformer, train_tokenizer
-from selfsup.methods.gather import gather_with_grad, rank
+from selfsup.methods.gather import gather_offset, gather_with_grad
 
 
 class CLIPConfig(BaseModel):
@@ -71,7 +71,7 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor | 
     """
     n = img.shape[0]
     all_img, all_txt = (gather_with_grad(img), gather_with_grad(txt)) if gather else (img, txt)
-    target = torch.arange(n, device=img.device) + (rank() * n if gather else 0)
+    target = torch.arange(n, device=img.device) + (gather_offset(n) if gather else 0)
     loss_i = F.cross_entropy(logit_scale * img @ all_txt.T, target)
     loss_t = F.cross_entropy(logit_scale * txt @ all_img.T, target)
     return (loss_i + loss_t) / 2
@@ -94,7 +94,7 @@ def siglip_loss(
     n = img.shape[0]
     all_txt = gather_with_grad(txt) if gather else txt
     logits = t * img @ all_txt.T + b  # (n, N)
-    offset = rank() * n if gather else 0
+    offset = gather_offset(n) if gather else 0
     z = -torch.ones_like(logits)
     z[torch.arange(n, device=img.device), offset + torch.arange(n, device=img.device)] = 1.0
     return -F.logsigmoid(z * logits).sum() / n
@@ -103,23 +103,17 @@ def siglip_loss(
 def iter_captions(source, limit: int | None = None) -> Iterator[str]:
     """Caption strings from a source (``dataset()`` of sample dicts), an iterable of samples or of str.
 
-    Every caption of a sample (``captions``, else ``text``); at most ``limit`` samples. Readers
-    split shards by the ``RANK``/``WORLD_SIZE`` environment before the process group exists; that
-    is lifted here so every process fits the same tokenizer on the same captions.
+    Every caption of a sample (``data.spec.captions_of``); at most ``limit`` samples. A source is
+    read whole by every process (``ranks=(0, 1)``), so all fit the same tokenizer on the same captions.
     """
-    saved = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE") if k in os.environ}
-    try:
-        samples = source.dataset() if hasattr(source, "dataset") else source
-        for i, s in enumerate(samples):
-            if limit is not None and i >= limit:
-                break
-            if isinstance(s, str):
-                yield s
-            elif isinstance(s, dict) and "__skip__" not in s:
-                caps = s.get("captions") or ([s["text"]] if s.get("text") else [])
-                yield from (str(c) for c in caps)
-    finally:
-        os.environ.update(saved)
+    samples = source.dataset(ranks=(0, 1)) if hasattr(source, "dataset") else source
+    for i, s in enumerate(samples):
+        if limit is not None and i >= limit:
+            break
+        if isinstance(s, str):
+            yield s
+        elif isinstance(s, dict) and "__skip__" not in s:
+            yield from captions_of(s)
 
 
 class CLIP(nn.Module):
@@ -152,12 +146,11 @@ class CLIP(nn.Module):
             tok = Tokenizer.from_file(str(path))
         else:
             tok = train_tokenizer(iter_captions(source, self.cfg.tokenizer_samples), self.cfg.vocab_size)
-            if dist.is_available() and dist.is_initialized():  # one tokenizer for all: rank 0's
+            if distributed.is_initialized():  # one tokenizer for all: rank 0's
                 obj = [tok.to_str()]
                 dist.broadcast_object_list(obj, src=0)
                 tok = Tokenizer.from_str(obj[0])
-            main = rank() == 0 if dist.is_available() and dist.is_initialized() else os.environ.get("RANK", "0") == "0"
-            if path is not None and main:
+            if path is not None and distributed.is_global_zero():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tok.save(str(path))
         self.text.set_tokenizer(tok)

@@ -19,17 +19,17 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from selfsup import distributed
+
 
 def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """More than one process in an initialised process group: only then is there anything to gather."""
+    return distributed.is_initialized() and distributed.world_size() > 1
 
 
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+def gather_offset(n: int) -> int:
+    """Row of this rank's first item in a ``gather_with_grad`` result of n items per rank: rank * n."""
+    return distributed.global_rank() * n if is_distributed() else 0
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -68,4 +68,4 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x / dist.get_world_size()
 
 
-__all__ = ["gather_with_grad", "all_reduce_mean", "is_distributed", "world_size", "rank"]
+__all__ = ["gather_with_grad", "gather_offset", "all_reduce_mean", "is_distributed"]

@@ -15,9 +15,12 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from selfsup.data.spec import InputSpec, normalize
+from selfsup.data.augment import horizontal_flip, random_resized_crop
+from selfsup.data.spec import InputSpec, denormalize, normalize
 from selfsup.encoders import EncoderConfig, build_encoder
 from selfsup.encoders.vit import Block, sincos_pos_embed
+
+CROP_SCALE = (0.35, 1.0)  # MAE's random resized crop keeps at least 35% of the area (He et al. 2021, A.1)
 
 
 class MAEConfig(BaseModel):
@@ -70,27 +73,6 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_
     return (per_patch * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def crop_flip(images: torch.Tensor, flip: bool, crop: bool, scale=(0.35, 1.0)) -> torch.Tensor:
-    """Batched random resized crop (same output size) and horizontal flip, on the images' device."""
-    B, _, H, W = images.shape
-    if crop:
-        area = torch.empty(B, device=images.device).uniform_(*scale)
-        logr = torch.empty(B, device=images.device).uniform_(-0.29, 0.29)  # aspect 3/4 .. 4/3
-        w = (area * logr.exp()).sqrt().clamp(max=1.0)
-        h = (area / logr.exp()).sqrt().clamp(max=1.0)
-        cx = torch.rand(B, device=images.device) * (1 - w) + w / 2
-        cy = torch.rand(B, device=images.device) * (1 - h) + h / 2
-        theta = torch.zeros(B, 2, 3, device=images.device)
-        theta[:, 0, 0], theta[:, 0, 2] = w, 2 * cx - 1
-        theta[:, 1, 1], theta[:, 1, 2] = h, 2 * cy - 1
-        grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
-        images = torch.nn.functional.grid_sample(images, grid, mode="bilinear", align_corners=False)
-    if flip:
-        flipped = torch.rand(B, device=images.device) < 0.5
-        images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
-    return images
-
-
 class MAE(nn.Module):
     """ViT encoder + light ViT decoder; ``forward`` returns loss, pred (B, N, P) and mask (B, N)."""
 
@@ -131,8 +113,10 @@ class MAE(nn.Module):
 
     def forward(self, batch: dict, mask_ratio: float | None = None) -> dict:
         images = batch["image"]
-        if self.training and self.cfg.augment != "none":
-            images = crop_flip(images, flip="flip" in self.cfg.augment, crop="crop" in self.cfg.augment)
+        if self.training and "crop" in self.cfg.augment:
+            images = random_resized_crop(images, scale=CROP_SCALE)
+        if self.training and "flip" in self.cfg.augment:
+            images = horizontal_flip(images)
         x = normalize(images)
         gh, gw = self.encoder.grid_for(x)
         ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
@@ -144,7 +128,8 @@ class MAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
-        """Float images in [0, 1] -> masked input, reconstruction and the two pasted, all in [0, 1]."""
+        """Float images in [0, 1] (B, C, H, W) -> masked input, reconstruction and the two pasted, all
+        (B, C, H, W) in [0, 1], and ``mask`` (B, H, W) bool, True on the pixels of hidden patches."""
         x = normalize(images)
         out = self.forward({"image": images}, mask_ratio)
         pred, mask = out["pred"], out["mask"]
@@ -154,10 +139,9 @@ class MAE(nn.Module):
         grid, p, C = self.encoder.grid_for(x), self.patch_size, self.encoder.in_chans
         recon = unpatchify(pred, p, C, grid)
         m = unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * C), p, C, grid)
-        from selfsup.data.spec import denormalize
-
         return {
             "masked": images * (1 - m),
             "reconstruction": denormalize(recon),
             "pasted": images * (1 - m) + denormalize(recon) * m,
+            "mask": m[:, 0] > 0.5,
         }

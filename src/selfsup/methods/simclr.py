@@ -16,7 +16,7 @@ from torch import nn
 from selfsup.data.augment import simclr_views
 from selfsup.data.spec import InputSpec, normalize, to_float
 from selfsup.encoders import EncoderConfig, build_encoder
-from selfsup.methods.gather import gather_with_grad, rank
+from selfsup.methods.gather import gather_offset, gather_with_grad
 
 
 class SimCLRConfig(BaseModel):
@@ -42,7 +42,7 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, g
     n = z1.shape[0]
     a1, a2 = (gather_with_grad(z1), gather_with_grad(z2)) if gather else (z1, z2)
     N = a1.shape[0]
-    idx = torch.arange(n, device=z1.device) + (rank() * n if gather else 0)  # anchors' global rows
+    idx = torch.arange(n, device=z1.device) + (gather_offset(n) if gather else 0)  # anchors' global rows
     candidates = torch.cat([a1, a2])  # (2N, D): view 1 of every image, then view 2
     logits = torch.cat([z1, z2]) @ candidates.T / temperature  # (2n, 2N)
     self_col = torch.cat([idx, N + idx])

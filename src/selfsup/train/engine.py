@@ -29,10 +29,11 @@ from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
-from selfsup.data.spec import to_float
 from selfsup import distributed
+from selfsup.data.spec import to_float
 from selfsup.train.checkpoint import AtomicCheckpointIO
 from selfsup.train.config import TrainConfig, parse_duration
+from selfsup.train.optim import param_groups
 from selfsup.train.schedule import warmup_cosine
 
 # Lightning's start-up chatter (tips, device lines) is noise in a CLI; warnings still show.
@@ -67,20 +68,6 @@ def resolve_precision(precision: str) -> str:
     return "32-true"
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on biases, norms, position embeddings and class tokens."""
-    skip: set[str] = set()
-    for name, m in model.named_modules():
-        if hasattr(m, "no_weight_decay"):
-            skip |= {f"{name}.{n}" if name else n for n in m.no_weight_decay()}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or name in skip or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 class PretrainModule(L.LightningModule):
     """Wraps a method (``forward(batch) -> {"loss": ...}``) with optimiser, schedule and guards."""
 
@@ -109,9 +96,9 @@ class PretrainModule(L.LightningModule):
         return warmup_cosine(step, total, self.warmup_steps, self.cfg.min_lr / self.cfg.lr)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        if "image" in batch:
-            batch["image"] = to_float(batch["image"])
-        return batch
+        """Inputs that travel as uint8 (images) become float in [0, 1] on the training device."""
+        return {k: to_float(v) if isinstance(v, torch.Tensor) and v.dtype == torch.uint8 else v
+                for k, v in batch.items()}
 
     def training_step(self, batch: dict, batch_idx: int):
         position = batch.pop("position", None)

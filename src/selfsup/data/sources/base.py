@@ -31,12 +31,13 @@ def skip(key: str, reason: str) -> dict:
 
 
 def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
-    """Samples -> batch: `image` uint8 (B, C, H, W), `label` long (B,), `key`, `skipped` lists.
+    """Samples -> batch: `label` long (B,), `key` and `skipped` lists, and every other field of the
+    samples, whatever the modality: tensors of one shape stacked (`image` uint8 (B, C, H, W)),
+    tensors whose last dimension varies zero-padded to the longest with `<name>_length` long (B,)
+    (`audio` float32 (B, T), `audio_length`), anything else as a list (`text`, `captions`).
 
-    Skip markers and `None` are dropped and listed in `skipped` as "KEY: REASON". Caption sources
-    add `text` list[str] and `captions` list[list[str]]; audio sources add `audio` float32 (B, T)
-    zero-padded to the longest clip, `audio_length` long (B,) and `text`. If every sample was
-    skipped the batch has B = 0 (with `spec`, `image` keeps its (0, C, S, S) shape).
+    Skip markers and `None` are dropped and listed in `skipped` as "KEY: REASON". If every sample
+    was skipped the batch has B = 0 (with `spec`, its input keeps its shape: `spec.empty_input()`).
     """
     good, skipped, position = [], [], None
     for s in samples:
@@ -55,21 +56,21 @@ def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
     }
     if position is not None:
         batch["position"] = position
-    if good and "image" in good[0]:
-        batch["image"] = torch.stack([s["image"] for s in good])
-    elif not good and (spec is None or spec.modality.startswith("image")):
-        c, size = (spec.channels, spec.image_size) if spec else (0, 0)
-        batch["image"] = torch.zeros((0, c, size, size), dtype=torch.uint8)
-    if good and "audio" in good[0]:
-        lengths = [len(s["audio"]) for s in good]
-        audio = torch.zeros(len(good), max(lengths))
-        for i, s in enumerate(good):
-            audio[i, : lengths[i]] = s["audio"]
-        batch["audio"], batch["audio_length"] = audio, torch.tensor(lengths, dtype=torch.long)
-    if good and "text" in good[0]:
-        batch["text"] = [s["text"] for s in good]
-    if good and "captions" in good[0]:
-        batch["captions"] = [s["captions"] for s in good]
+    if not good:
+        batch[spec.input_key if spec else "image"] = spec.empty_input() if spec else torch.zeros((0, 0, 0, 0))
+        return batch
+    for name in good[0].keys() - {"label", "key", "__pos__"}:
+        values = [s[name] for s in good]
+        if not isinstance(values[0], torch.Tensor):
+            batch[name] = values
+        elif all(v.shape == values[0].shape for v in values):
+            batch[name] = torch.stack(values)
+        else:  # ragged along the last dimension (waveforms, series): zero-pad, keep the lengths
+            lengths = [v.shape[-1] for v in values]
+            padded = values[0].new_zeros((len(values), *values[0].shape[:-1], max(lengths)))
+            for i, v in enumerate(values):
+                padded[i, ..., : lengths[i]] = v
+            batch[name], batch[f"{name}_length"] = padded, torch.tensor(lengths, dtype=torch.long)
     return batch
 
 
@@ -150,15 +151,14 @@ class Source:
     def arrays(
         self, max_samples: int | None = None, *, batch_size: int = 256, skips: SkipCounter | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`max_samples` (default all) images uint8 (N, C, H, W) and labels int64 (N,), for
-        evaluation sets that fit in memory.
+        """`max_samples` (default all) inputs (images uint8 (N, C, H, W), or the modality's input of
+        one shape) and labels int64 (N,), for evaluation sets that fit in memory.
 
         Indexed sources give a fixed random subset (seed 0, in index order), since folders are
         sorted by class; streams give their first samples. Read batch by batch; skipped samples
         are left out (and counted into `skips` when given).
         """
-        if not self.spec.modality.startswith("image"):
-            raise TypeError(f"{self.name}: arrays() needs an image source, this one is {self.spec.modality}")
+        key = self.spec.input_key
         ds = self.dataset(ranks=(0, 1))  # every rank evaluates on the whole set
         if not isinstance(ds, IterableDataset) and max_samples is not None and max_samples < len(ds):
             pick = np.random.default_rng(0).choice(len(ds), max_samples, replace=False)
@@ -167,13 +167,14 @@ class Source:
         for batch in DataLoader(ds, batch_size=batch_size, collate_fn=partial(collate, spec=self.spec)):
             if skips is not None:
                 skips.add(batch)
-            xs.append(batch["image"].numpy())
+            if f"{key}_length" in batch:
+                raise TypeError(f"{self.name}: arrays() needs inputs of one shape; these vary in length")
+            xs.append(batch[key].numpy())
             ys.append(batch["label"].numpy())
             n += len(ys[-1])
             if max_samples is not None and n >= max_samples:
                 break
-        s = self.spec
-        x = np.concatenate(xs) if xs else np.zeros((0, s.channels, s.image_size, s.image_size), np.uint8)
+        x = np.concatenate(xs) if xs else self.spec.empty_input().numpy()
         y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
         return x[:max_samples], y[:max_samples].astype(np.int64)
 

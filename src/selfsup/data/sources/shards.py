@@ -23,7 +23,7 @@ from selfsup.data.sources.base import Ranks, Source, SourceError, skip
 from selfsup.data.sources.folder import probe_images, task_name
 from selfsup.data.sources.split import SHUFFLE_BUFFER, Positions, reader_split, resume_start, shuffled
 from selfsup.data.sources.tar import is_url, tar_samples
-from selfsup.data.spec import InputSpec
+from selfsup.data.spec import InputSpec, captions_of
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
@@ -173,9 +173,7 @@ class ShardSource(Source):
         except DecodeError as e:
             return skip(key, str(e))
         if self.spec.modality == "image_text":
-            captions = meta.get("captions") or ([meta["text"]] if "text" in meta else [])
-            captions = [str(c) for c in captions] if isinstance(captions, list) else [str(captions)]
-            captions = captions or [""]
+            captions = captions_of(meta) or [""]
             sample["captions"] = captions
             sample["text"] = rng.choice(captions) if rng is not None else captions[0]
         return sample
