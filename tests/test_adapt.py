@@ -1,5 +1,6 @@
-"""Adaptation: LoRA counts and merging, layer-wise lr decay, early stopping on held-out labels only,
-saved classifiers, predictions, and the label-efficiency curve."""
+"""Adaptation: LoRA counts and merging, layer-wise lr decay, the recipe chosen on held-out labels
+only, training until the held-out score stops improving, saved classifiers, predictions, and the
+label-efficiency curve."""
 
 from __future__ import annotations
 
@@ -24,19 +25,20 @@ from selfsup.adapt import (
     load_classifier,
     lora_modules,
     merge_lora,
-    param_groups,
     save_classifier,
 )
 from selfsup.adapt import finetune as adapt_finetune
+from selfsup.adapt import tune as adapt_tune
 from selfsup.config import build_config
 from selfsup.data.spec import InputSpec
 from selfsup.data.splits import stratified_split
 from selfsup.encoders import EncoderConfig, build_encoder
 from selfsup.evaluate.records import load_records
+from selfsup.train.optim import param_groups
 
 TINY = EncoderConfig(size="custom", patch_size=4, width=32, depth=2, heads=2, pool="avg")
 SPEC = InputSpec(channels=1, image_size=8)
-FAST = FinetuneRecipe(steps=60, batch_size=16, eval_every=5, patience=6)
+FAST = FinetuneRecipe(max_steps=60, batch_size=16, eval_every=5, patience=6)
 
 
 def tiny_vit(depth: int = 2) -> nn.Module:
@@ -128,8 +130,8 @@ def test_llrd_scales(monkeypatch):
 
     monkeypatch.setattr(torch.optim, "AdamW", Spy)
     x, y = halves(8)
-    recipe = FinetuneRecipe(steps=1, lr=lr, batch_size=4, warmup_frac=0.0, layer_decay=decay)
-    adapt_finetune.train_classifier(model, x, torch.from_numpy(y), recipe, generator=torch.Generator())
+    recipe = FinetuneRecipe(lr=lr, batch_size=4, warmup_steps=0, layer_decay=decay)
+    adapt_finetune.train_classifier(model, x, torch.from_numpy(y), recipe, generator=torch.Generator(), steps=1)
     lrs = sorted({round(g["lr"] / lr, 6) for g in made[0].param_groups})
     assert lrs == [round(decay**k, 6) for k in range(depth + 1, -1, -1)]
     assert all(g["lr"] == pytest.approx(lr * g["lr_scale"]) for g in made[0].param_groups)
@@ -146,34 +148,66 @@ def test_holdout_split_is_stratified_and_keeps_singletons():
     assert 17 in train  # a lone label trains
 
 
-def test_early_stopping_sees_only_the_labelled_set(monkeypatch):
-    """adapt_classifier takes no test set; it splits its labelled input and validates on that part."""
+def test_recipe_is_chosen_on_the_labelled_set_only(monkeypatch):
+    """adapt_classifier takes no test set; every lr candidate trains on one part of its labels and
+    validates on the rest; the final model is re-trained on all of them for the chosen length."""
     calls = []
-    real = adapt_finetune.train_classifier
+    real = adapt_tune.train_classifier
 
-    def spy(model, images, labels, recipe, *, generator, val=None):
-        calls.append((images.clone(), val[0].clone(), val[1].clone()))
-        return real(model, images, labels, recipe, generator=generator, val=val)
+    def spy(model, images, labels, recipe, *, generator, val=None, steps=None):
+        calls.append((images.clone(), None if val is None else val[0].clone(), recipe.lr, steps))
+        return real(model, images, labels, recipe, generator=generator, val=val, steps=steps)
 
-    monkeypatch.setattr(adapt_finetune, "train_classifier", spy)
+    monkeypatch.setattr(adapt_tune, "train_classifier", spy)
     x, y = halves(20)
     x[:, 0, 0, 0] = torch.arange(20, dtype=torch.uint8)  # tag each labelled image
-    model, info = adapt_classifier(tiny_vit(), x, y, 2, recipe=FAST, seed=0, val_fraction=0.3)
-    train_x, val_x, val_y = calls[0]
-    train_tags, val_tags = set(train_x[:, 0, 0, 0].tolist()), set(val_x[:, 0, 0, 0].tolist())
-    assert not train_tags & val_tags and train_tags | val_tags == set(range(20))
-    assert len(val_tags) == info["n_val"] == 6 and torch.equal(val_y, torch.from_numpy(y[sorted(val_tags)]))
-    # the best held-out score is the one restored
-    acc = (model.predict_proba(val_x).argmax(1) == val_y).double().mean().item()
-    assert info["val_top1"] == pytest.approx(acc)
-    assert info["best_step"] == max(info["history"], key=lambda h: (h["val_top1"], -h["val_loss"]))["step"]
+    recipe = replace(FAST, val_fraction=0.3)
+    model, info = adapt_classifier(tiny_vit(), x, y, 2, recipe=recipe, seed=0)
+    *candidates, final = calls
+    assert [c[2] for c in candidates] == pytest.approx([recipe.lr * m for m in recipe.lr_grid])
+    for train_x, val_x, _, steps in candidates:
+        train_tags, val_tags = set(train_x[:, 0, 0, 0].tolist()), set(val_x[:, 0, 0, 0].tolist())
+        assert not train_tags & val_tags and train_tags | val_tags == set(range(20)) and steps is None
+        assert len(val_tags) == info["n_val"] == 6
+    assert final[1] is None and final[0].shape[0] == 20 and final[2] == info["lr"] and final[3] == info["steps"]
+    best = max(info["grid"], key=lambda c: (c["val_top1"], -c["val_loss"]))
+    assert info["lr"] == best["lr"] and info["val_top1"] == best["val_top1"]
+    # the length re-trained on all 20 labels is the best candidate's in epochs: 14 labels take a
+    # step an epoch at batch 16, 20 labels 20 / 16 steps
+    assert info["steps"] == max(1, round(best["best_step"] * 20 / 16))
 
 
 def test_early_stopping_stops_when_held_out_score_stalls():
     x, y = halves(20)
-    recipe = FinetuneRecipe(steps=400, batch_size=16, lr=0.0, eval_every=2, patience=3)  # lr 0: nothing improves
-    _, info = adapt_classifier(tiny_vit(), x, y, 2, recipe=recipe, seed=0)
-    assert info["steps"] == 8 and info["best_step"] == 2
+    recipe = FinetuneRecipe(max_steps=400, batch_size=16, lr=0.0, eval_every=2, patience=3, min_steps=0)  # lr 0
+    model = Classifier(tiny_vit(), 2)
+    val = (x[:6], torch.from_numpy(y[:6]))
+    fit = adapt_finetune.train_classifier(model, x[6:], torch.from_numpy(y[6:]), recipe,
+                                          generator=torch.Generator(), val=val)
+    assert fit["steps"] == 8 and fit["best_step"] == 2 and fit["stopped"] == "patience"
+
+
+def test_training_length_grows_with_what_it_takes():
+    """No fixed step count: a run stops when its held-out score stops improving, so an encoder that
+    needs more passes (here: a 10x smaller learning rate) gets more steps, up to the cap."""
+    x, y = halves(40)
+    val = (x[:10], torch.from_numpy(y[:10]))
+    steps = {}
+    for lr in (3e-3, 3e-4):
+        model = Classifier(tiny_vit(), 2)
+        fit = adapt_finetune.train_classifier(model, x[10:], torch.from_numpy(y[10:]),
+                                              FinetuneRecipe(lr=lr, batch_size=16, eval_every=5, patience=4,
+                                                             min_steps=0, max_steps=2000),
+                                              generator=torch.Generator(), val=val)
+        steps[lr] = fit["best_step"]
+    assert steps[3e-4] > steps[3e-3]
+
+
+def test_one_label_per_class_trains_until_the_training_loss_stalls():
+    x, y = halves(2)
+    model, info = adapt_classifier(tiny_vit(), x, y, 2, recipe=replace(FAST, max_steps=500), seed=0)
+    assert info["n_val"] == 0 and info["val_top1"] is None and info["selection"].startswith("none")
+    assert info["lr"] == FAST.lr and 0 < info["steps"] < 500
 
 
 # ---- separating a synthetic task -----------------------------------------------------------------
@@ -183,7 +217,7 @@ def test_early_stopping_stops_when_held_out_score_stalls():
 def test_adapt_separates_halves(method):
     x, y = halves(24)
     xt, yt = halves(200, seed=1)
-    recipe = replace(adapt_finetune.ADAPT_RECIPES[method], steps=100, batch_size=16, eval_every=5)
+    recipe = replace(adapt_finetune.ADAPT_RECIPES[method], max_steps=300, batch_size=16, eval_every=5)
     model, info = adapt_classifier(tiny_vit(), x, y, 2, method=method, recipe=recipe, seed=0)
     acc = (model.predict_proba(xt).argmax(1).numpy() == yt).mean()
     assert acc > 0.85, (method, acc, info["val_top1"])
@@ -196,7 +230,7 @@ def test_adapt_separates_halves(method):
 def test_save_load_round_trip(tmp_path, method, merge):
     x, y = halves(20)
     model, info = adapt_classifier(tiny_vit(), x, y, 2, method=method,
-                                   recipe=FinetuneRecipe(steps=10, batch_size=8), seed=0)
+                                   recipe=FinetuneRecipe(max_steps=10, batch_size=8), seed=0)
     out = save_classifier(model, tmp_path / "m", spec=SPEC, encoder_config=TINY, class_names=["left", "right"],
                           merge=merge, info=info)
     loaded, config = load_classifier(out)
@@ -217,11 +251,19 @@ def test_cli_adapt_then_predict_csv(tiny_run, tmp_path):
     runner = CliRunner()
     model_dir = tmp_path / "lora"
     res = runner.invoke(app, ["adapt", str(run), "--data", str(root / "train.npz"), "--shots", "5",
-                              "--method", "lora", "--steps", "20", "--out", str(model_dir), "--no-merge", "--json"])
+                              "--method", "lora", "--max-steps", "20", "--out", str(model_dir), "--no-merge",
+                              "--test-data", str(root / "test.npz"), "--json"])
     assert res.exit_code == 0, res.output
     recs = json.loads(res.output.strip().splitlines()[-1])
-    assert {r["metric"] for r in recs} == {"val_top1", "val_loss"}
-    assert all(r["protocol"] == "lora" and r["shots"] == 5 and r["n_train"] == 8 and r["n_val"] == 2 for r in recs)
+    assert {r["metric"] for r in recs} == {"selection_top1", "top1", "auroc"}
+    assert all(r["protocol"] == "lora" and r["shots"] == 5 for r in recs)
+    selection = next(r for r in recs if r["metric"] == "selection_top1")
+    assert selection["n_val"] == 2 and "not a test score" in selection["split"]
+    assert next(r for r in recs if r["metric"] == "top1")["n_test"] == 40
+    # test data that holds the labelled images is refused before any training
+    res = runner.invoke(app, ["adapt", str(run), "--data", str(root / "train.npz"), "--shots", "5",
+                              "--test-data", str(root / "train.npz"), "--out", str(tmp_path / "leak")])
+    assert res.exit_code != 0 and "share" in str(res.exception) and not (tmp_path / "leak").exists()
     # unlabelled images, one of them unreadable
     folder = tmp_path / "unlabelled"
     folder.mkdir()
@@ -245,12 +287,12 @@ def test_cli_adapt_then_predict_csv(tiny_run, tmp_path):
 
 def test_api_adapt_label_fraction_default_folder(tiny_run):
     run, root = tiny_run
-    model_dir = api.adapt(run, str(root / "train.npz"), label_fraction=0.2, recipe=FinetuneRecipe(steps=5),
+    model_dir = api.adapt(run, str(root / "train.npz"), label_fraction=0.2, recipe=FinetuneRecipe(max_steps=5),
                           log=lambda m: None)
     assert model_dir == run / "classifiers" / "finetune-20pct-seed0"
     config = json.loads((model_dir / "classifier.json").read_text())
     assert config["label_fraction"] == 0.2 and config["n_labels"] == 22 and config["n_train"] + config["n_val"] == 22
-    assert config["recipe"]["steps"] == 5 and config["lora"] is None
+    assert config["recipe"]["max_steps"] == 5 and config["lora"] is None and config["steps"] <= 5
     with pytest.raises(ValueError, match="not both"):
         api.adapt(run, str(root / "train.npz"), shots=1, label_fraction=0.2)
 
@@ -262,9 +304,9 @@ def test_evaluate_curve_cli_writes_every_protocol_and_budget(tiny_run, monkeypat
     run, root = tiny_run
     from selfsup.cli import app
 
-    real = api.evaluate_curve  # the CLI's default recipe trains 200 steps; 3 keep the test fast
-    monkeypatch.setattr(api, "evaluate_curve", lambda *a, **k: real(*a, recipe=FinetuneRecipe(steps=3, batch_size=8),
-                                                                     **k))
+    real = api.evaluate_curve  # a cap of 3 steps keeps the test fast
+    fast = FinetuneRecipe(max_steps=3, batch_size=8)
+    monkeypatch.setattr(api, "evaluate_curve", lambda *a, **k: real(*a, recipe=fast, **k))
     res = CliRunner().invoke(app, ["evaluate", str(run), "--data", str(root / "test.npz"), "--train-data",
                                    str(root / "train.npz"), "--curve", "--json"])
     assert res.exit_code == 0, res.output
@@ -275,8 +317,10 @@ def test_evaluate_curve_cli_writes_every_protocol_and_budget(tiny_run, monkeypat
     got = {(r["protocol"], r["encoder"], kind, r[kind]) for r in recs for kind in ("shots", "label_fraction")
            if r.get(kind) is not None and r["metric"] == "top1"}
     assert got == {(p, e, kind, v) for p, e in combos for kind, v in budgets}
-    assert all(r["n_seeds"] == 3 for r in recs)
-    assert {r["metric"] for r in recs} == {"top1", "auroc"}
+    assert all(r["n_seeds"] == (5 if r["protocol"] in ("knn", "linear") else 3) for r in recs)
+    assert {r["metric"] for r in recs} == {"top1", "auroc", "top1_difference"}
+    assert {(r["protocol"], r["baseline"]) for r in recs if r.get("baseline")} == {
+        ("knn", "raw"), ("linear", "raw"), ("finetune", "scratch")}
     assert len(load_records(run / "metrics.json")) >= len(recs)
     png = (run / "figures" / "label_efficiency.png").read_bytes()
     assert png.startswith(b"\x89PNG")

@@ -48,10 +48,18 @@ def test_digits_pretrain_evaluate_json(tmp_path):
     proc = selfsup("evaluate", str(run), "--data", "digits:test", "--train-data", "digits:train",
                    "--protocol", "knn,linear", "--shots", "2", "--seeds", "2", "--json")
     records = json.loads(proc.stdout.strip().splitlines()[-1])
-    rows = {(r["protocol"], r["encoder"]) for r in records}
-    assert {("knn", "ssl"), ("knn", "raw"), ("linear", "ssl"), ("linear", "raw"), ("finetune", "scratch")} <= rows
+    rows = {(r["protocol"], r["encoder"], r.get("baseline")) for r in records}
+    # frozen protocols only: raw is the baseline, no scratch network is trained
+    assert rows == {("knn", "ssl", None), ("knn", "raw", None), ("linear", "ssl", None), ("linear", "raw", None),
+                    ("knn", "ssl", "raw"), ("linear", "ssl", "raw")}
     for r in records:
-        assert r["task"] == "digits" and r["shots"] == 2 and r["n_seeds"] == 2 and 0 <= r["mean"] <= 1
+        assert r["task"] == "digits" and r["shots"] == 2 and r["n_seeds"] == 2
+        assert r.get("baseline") or 0 <= r["mean"] <= 1
+    assert "verdict" in proc.stdout and all("draws" in r["verdict"] for r in records if r.get("baseline"))
+    # the same images as labels and test set are refused before anything runs
+    leak = selfsup("evaluate", str(run), "--data", "digits", "--train-data", "digits:train", "--protocol", "knn",
+                   check=False)
+    assert leak.returncode == 2 and "share" in leak.stderr and len(leak.stderr.strip().splitlines()) == 1
     saved = json.loads((run / "metrics.json").read_text())
     assert any(r["protocol"] == "pretrain" for r in saved) and any(r["protocol"] == "knn" for r in saved)
 

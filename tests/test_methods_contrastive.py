@@ -257,10 +257,10 @@ def test_recall_at_k_several_captions_per_image():
     assert r["R@2_image_to_text"] == pytest.approx(2 / 3)
     assert r["R@5_image_to_text"] == pytest.approx(1.0)
     # text -> image: caption columns ranked over images; caption 0 -> image 0 ties with 1 and 2 at 0.9
-    # (ties count in the caption's favour), caption 1 -> 0.1 is last of 3, caption 2 -> 0.1 is last,
-    # caption 3 -> 0.3 second, caption 4 -> 0.5 first
-    assert r["R@1_text_to_image"] == pytest.approx(2 / 5)
-    assert r["R@2_text_to_image"] == pytest.approx(3 / 5)
+    # (a three-way tie: first with chance 1/3, in the top 2 with chance 2/3), caption 1 -> 0.1 is last
+    # of 3, caption 2 -> 0.1 is last, caption 3 -> 0.3 second, caption 4 -> 0.5 first
+    assert r["R@1_text_to_image"] == pytest.approx((1 / 3 + 1) / 5)
+    assert r["R@2_text_to_image"] == pytest.approx((2 / 3 + 1 + 1) / 5)
 
 
 def test_retrieval_records():

@@ -46,6 +46,9 @@ def fake_records() -> list[dict]:
                 recs.append({"task": "quadrants", "protocol": protocol, "encoder": enc, "shots": shots,
                              "metric": "top1", "mean": acc[enc] + 0.1 * k + (0.012 if protocol == "linear" else 0),
                              "std": 0.01 + 0.005 * k, "n_seeds": 3})
+    recs.append({"task": "quadrants", "protocol": "finetune", "encoder": "ssl", "baseline": "scratch", "shots": 5,
+                 "metric": "top1_difference", "mean": 0.15, "n_seeds": 3, "values": [0.1, 0.15, 0.2],
+                 "verdict": "SSL Fine-tuning beats scratch by +0.150 top1 (95 % CI +0.026 to +0.274, 3 draws)"})
     return recs
 
 
@@ -79,12 +82,13 @@ def test_report_is_self_contained_and_complete(report: Path):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page), "external resource in report"
     srcs = re.findall(r"<img[^>]*\ssrc=\"([^\"]*)\"", page)
     assert len(srcs) == 7 and all(s.startswith("data:image/png;base64,") for s in srcs)
-    for heading in ("Summary", "Results", "Label efficiency", "Loss curve", "MAE reconstructions",
+    for heading in ("Summary", "Results", "Verdict", "Label efficiency", "Loss curve", "MAE reconstructions",
                     "Attention maps", "Embedding map", "Nearest neighbours", "Anomaly heatmaps"):
         assert f">{heading}</h2>" in page, heading
     assert "0.600 ± 0.010" in page and "0.612 ± 0.010" in page  # knn ssl 1-shot, linear ssl 1-shot
     assert '<td class="best" title="3 seed(s)">0.800 ± 0.020</td>' in page  # finetune ssl 10-shot beats scratch
     assert "Test report" in page and "final loss 0.4321" in page
+    assert "SSL Fine-tuning beats scratch by +0.150 top1" in page and "top1_difference" not in page
     figs = sorted(p.name for p in (report.parent / "figures").glob("*.png"))
     assert figs == sorted(["label_efficiency.png", "loss_curve.png", "mae_reconstructions.png", "attention_maps.png",
                            "embedding_map.png", "nearest_neighbours.png", "anomaly_heatmaps.png"])

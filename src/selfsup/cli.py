@@ -59,9 +59,15 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="run folder")],
     data: Annotated[str, typer.Option(help="labelled evaluation data (split into pool/test unless --train-data)")],
     protocol: Annotated[list[str] | None, typer.Option(help="knn, linear, finetune, lora (or comma list)")] = None,
+    baselines: Annotated[str, typer.Option(
+        help="encoders to compare against: raw (pixels; knn, linear), scratch (the same network from random "
+        "weights; finetune); each gets its own hyper-parameters chosen on the labels, as the SSL encoder does")
+    ] = "raw,scratch",
     shots: Annotated[list[str] | None, typer.Option(help="labels per class, e.g. 1,5,10")] = None,
     label_fraction: Annotated[list[str] | None, typer.Option(help="fraction of the pool labelled, e.g. 0.01")] = None,
-    seeds: Annotated[int, typer.Option(help="repeats with different labelled samples")] = 3,
+    seeds: Annotated[int, typer.Option(help="label draws for knn and linear (the verdict pairs them)")] = 5,
+    finetune_seeds: Annotated[int, typer.Option(help="label draws for finetune and lora (the first of --seeds)")]
+    = 3,
     train_data: Annotated[str | None, typer.Option(help="labelled pool to draw the few labels from")] = None,
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read from each set")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
@@ -69,22 +75,19 @@ def evaluate(
         "--curve", help="label-efficiency curve: knn, linear, finetune, lora at 1,5,10,50 shots and 100% "
         "(unless given), plotted to RUN/figures/label_efficiency.png")] = False,
 ) -> None:
-    """Few-label evaluation (kNN, linear probe, fine-tune) beside raw-pixel and from-scratch baselines."""
+    """Few-label evaluation (kNN, linear probe, fine-tune) beside baselines given the same care, and the verdict.
+
+    Example: selfsup evaluate runs/mae --data test/ --train-data train/ --shots 1,5,10
+    """
     from selfsup import api
     from selfsup.evaluate.fewshot import DEFAULT_PROTOCOLS, FEW_LABEL_PROTOCOLS
 
-    if curve:
-        records = api.evaluate_curve(
-            run, data, protocols=_csv(protocol) or list(FEW_LABEL_PROTOCOLS), shots=_csv(shots, int),
-            label_fractions=_csv(label_fraction, float), seeds=seeds, train_data=train_data,
-            max_samples=max_samples, log=_log_for(as_json),
-        )
-        _emit(records, as_json)
-        return
-    records = api.evaluate(
-        run, data, protocols=_csv(protocol) or list(DEFAULT_PROTOCOLS), shots=_csv(shots, int),
-        label_fractions=_csv(label_fraction, float), seeds=seeds, train_data=train_data,
-        max_samples=max_samples, log=_log_for(as_json),
+    job = api.evaluate_curve if curve else api.evaluate
+    records = job(
+        run, data, protocols=_csv(protocol) or list(FEW_LABEL_PROTOCOLS if curve else DEFAULT_PROTOCOLS),
+        baselines=_csv([baselines]) or [], shots=_csv(shots, int), label_fractions=_csv(label_fraction, float),
+        seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, max_samples=max_samples,
+        log=_log_for(as_json),
     )
     _emit(records, as_json)
 
@@ -98,9 +101,12 @@ def adapt(
     method: Annotated[str, typer.Option(help="finetune (layer-wise lr decay) or lora (adapters)")] = "finetune",
     out: Annotated[Path | None, typer.Option(help="model folder (default RUN/classifiers/...)")] = None,
     seed: Annotated[int, typer.Option(help="draws the labels, the held-out part and the training order")] = 0,
-    val_fraction: Annotated[float, typer.Option(help="part of the labels held out for early stopping")] = 0.2,
-    steps: Annotated[int | None, typer.Option(help="most optimizer steps (default 200)")] = None,
-    lr: Annotated[float | None, typer.Option(help="peak learning rate (default 1e-3; lora 1e-2)")] = None,
+    val_fraction: Annotated[float, typer.Option(help="part of the labels held out to choose the lr and length")]
+    = 0.2,
+    test_data: Annotated[str | None, typer.Option(help="labelled data the labels do not come from: a test score")]
+    = None,
+    max_steps: Annotated[int | None, typer.Option(help="safety cap on optimizer steps (default 5000)")] = None,
+    lr: Annotated[float | None, typer.Option(help="centre of the lr grid (default 1e-3; lora 1e-2)")] = None,
     rank: Annotated[int, typer.Option(help="LoRA rank")] = 8,
     alpha: Annotated[float, typer.Option(help="LoRA alpha (updates are scaled by alpha / rank)")] = 16,
     merge: Annotated[bool, typer.Option(help="fold LoRA adapters into the saved weights")] = True,
@@ -116,11 +122,11 @@ def adapt(
 
     if method not in ADAPT_RECIPES:
         raise ValueError(f"unknown --method {method!r}; choose from {', '.join(ADAPT_RECIPES)}")
-    changes = {k: v for k, v in {"steps": steps, "lr": lr}.items() if v is not None}
+    changes = {k: v for k, v in {"max_steps": max_steps, "lr": lr}.items() if v is not None}
     recipe = replace(ADAPT_RECIPES[method], **changes) if changes else None
     model_dir = api.adapt(run, data, shots=shots, label_fraction=label_fraction, method=method, out=out, seed=seed,
                           val_fraction=val_fraction, recipe=recipe, lora_rank=rank, lora_alpha=alpha, merge=merge,
-                          max_samples=max_samples, log=_log_for(as_json))
+                          max_samples=max_samples, test_data=test_data, log=_log_for(as_json))
     _emit(load_records(model_dir / "metrics.json"), as_json)
 
 
@@ -144,7 +150,7 @@ def predict(
 @app.command()
 def demo(
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/demo-<time>)")] = None,
-    budget: Annotated[str, typer.Option(help="pretraining budget")] = "3m",
+    budget: Annotated[str, typer.Option(help="pretraining budget")] = "2m",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
     """The whole story on the built-in digits set: MAE pretraining, few-label evaluation, report."""

@@ -150,9 +150,9 @@ def _explain(err: ValidationError) -> str:
 def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Validate a raw dict (+ overrides) into a RunConfig, with one-line errors."""
     raw = apply_overrides(raw or {}, overrides or [])
-    bad = next((k for k in raw if not isinstance(k, str)), None)
-    if bad is not None:
-        raise ConfigError(f"config keys are names, not {bad!r}")
+    bad = [k for k in raw if not isinstance(k, str)]
+    if bad:  # a list, since the bad key may itself be None (YAML "?" or "~: 1")
+        raise ConfigError(f"config keys are names, not {bad[0]!r}")
     try:
         return RunConfig(**raw)
     except ValidationError as err:

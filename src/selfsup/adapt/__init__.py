@@ -6,27 +6,21 @@ the attention projections), early-stopping on a held-out part of the labelled se
 """
 
 from selfsup.adapt.classifier import load_classifier, predict, read_config, save_classifier, write_predictions
-from selfsup.adapt.finetune import (
-    ADAPT_RECIPES,
-    Classifier,
-    FinetuneRecipe,
-    adapt_classifier,
-    param_groups,
-    train_classifier,
-)
+from selfsup.adapt.finetune import ADAPT_RECIPES, Classifier, FinetuneRecipe, train_classifier
 from selfsup.adapt.lora import add_lora, lora_modules, lora_settings, merge_lora
+from selfsup.adapt.tune import adapt_classifier, fit_tuned
 
 __all__ = [
     "ADAPT_RECIPES",
     "Classifier",
     "FinetuneRecipe",
     "adapt_classifier",
+    "fit_tuned",
     "add_lora",
     "load_classifier",
     "lora_modules",
     "lora_settings",
     "merge_lora",
-    "param_groups",
     "predict",
     "read_config",
     "save_classifier",

@@ -25,26 +25,34 @@ def adapt(
     method: str = "finetune",
     out: str | Path | None = None,
     seed: int = 0,
-    val_fraction: float = 0.2,
+    val_fraction: float | None = None,
     recipe: FinetuneRecipe | None = None,
     lora_rank: int = 8,
     lora_alpha: float = 16,
     merge: bool = True,
     max_samples: int | None = None,
+    test_data: str | None = None,
     log: Log = say,
 ) -> Path:
     """Train a classifier from a run's encoder on few labels of ``data``; returns the model folder.
 
     ``shots`` labels per class or a stratified ``label_fraction`` (all labels when neither) are
-    drawn from ``data`` with ``seed``; ``val_fraction`` of them (at least one per class that has
-    two) is held out for early stopping. ``method`` "finetune" (layer-wise lr decay 0.75) or
-    "lora" (rank ``lora_rank`` adapters on the attention projections, merged into the weights
-    when saving unless ``merge`` is False). Writes ``classifier.safetensors``, ``classifier.json``
-    and ``metrics.json`` (held-out accuracy) to ``out`` (default ``RUN/classifiers/<method>-<budget>-seed<seed>``).
+    drawn from ``data`` with ``seed``; ``val_fraction`` of them (default the recipe's, at least
+    one per class that has two) is held out to choose the learning rate and the training length,
+    then the classifier is re-trained on all of them (``adapt.tune.fit_tuned``). The held-out score
+    is a *selection* score: it chose the recipe, so it is not a test score. ``test_data``, data
+    that shares no sample with ``data``, gives a test score. ``method`` "finetune" (layer-wise lr
+    decay 0.75) or "lora" (rank ``lora_rank`` adapters on the attention projections, merged into
+    the weights when saving unless ``merge`` is False). Writes ``classifier.safetensors``,
+    ``classifier.json`` and ``metrics.json`` to ``out`` (default
+    ``RUN/classifiers/<method>-<budget>-seed<seed>``).
     """
-    from selfsup.adapt import adapt_classifier, save_classifier
+    from dataclasses import replace
+
+    from selfsup.adapt import ADAPT_RECIPES, adapt_classifier, save_classifier
     from selfsup.data.sources import SkipCounter
-    from selfsup.data.splits import sample_few
+    from selfsup.data.splits import check_disjoint, sample_few
+    from selfsup.evaluate.metrics import scores_metrics
     from selfsup.evaluate.records import budget as budget_name
 
     if shots is not None and label_fraction is not None:
@@ -52,8 +60,8 @@ def adapt(
     run = Path(run)
     encoder, spec, enc_cfg = runs.load_encoder(run)
     src = open_source(data, **spec.reader_options())
-    skips = SkipCounter()
-    x, y = src.arrays(max_samples, skips=skips)
+    skips, keys = SkipCounter(), []
+    x, y = src.arrays(max_samples, skips=skips, keys=keys)
     if not (y >= 0).any():
         raise ValueError(f"{data}: adaptation needs labels (class subfolders, .cls members or labels key)")
     names = list(src.spec.class_names or [])
@@ -64,20 +72,39 @@ def adapt(
     out = Path(out) if out else run / "classifiers" / f"{method}-{tag}-seed{seed}"
     log(f"adapting {run.name} with {method} on {len(idx)} labels of {src.name} ({budget_name(budget)}, "
         f"{len(names)} classes, seed {seed}); {skips.summary()}")
+    r = recipe or ADAPT_RECIPES[method]
+    if val_fraction is not None:
+        r = replace(r, val_fraction=val_fraction)
+    test = None
+    if test_data is not None:  # read and checked before training, so a leak costs no time
+        test_src, test_keys = open_source(test_data, **spec.reader_options()), []
+        test = test_src.arrays(max_samples, keys=test_keys)
+        check_disjoint(x[idx], [src.sample_id(keys[i]) for i in idx], test[0],
+                       [test_src.sample_id(k) for k in test_keys], data, test_data)
     t0 = time.monotonic()
-    model, info = adapt_classifier(encoder, x[idx], y[idx], len(names), method=method, recipe=recipe, seed=seed,
-                                   val_fraction=val_fraction, lora_rank=lora_rank, lora_alpha=lora_alpha)
+    model, info = adapt_classifier(encoder, x[idx], y[idx], len(names), method=method, recipe=r, seed=seed,
+                                   lora_rank=lora_rank, lora_alpha=lora_alpha)
     info.update(run=str(run), data=data, task=src.name, n_labels=len(idx), train_seconds=time.monotonic() - t0,
                 **budget)
+    common = dict(**budget, n_labels=len(idx), seed=seed, lr=info["lr"], epochs=info["epochs"])
+    recs = []
+    if info["val_top1"] is not None:
+        recs.append(record(src.name, method, "ssl", "selection_top1", [info["val_top1"]], **common,
+                           n_val=info["n_val"], split="held-out labels that chose the lr and length: not a test score"))
+    if test is not None:
+        scores = scores_metrics(model.predict_proba(torch.as_tensor(test[0])), test[1], len(names))
+        info["test"] = {"data": test_data, "n": len(test[1]), **scores}
+        recs += [record(src.name, method, "ssl", m, [v], **common, n_test=len(test[1]), split=f"test: {test_data}")
+                 for m, v in scores.items()]
     save_classifier(model, out, spec=spec, encoder_config=enc_cfg, class_names=names, merge=merge, info=info)
-    recs = [record(src.name, method, "ssl", m, [info[m]], **budget, n_labels=len(idx), n_train=info["n_train"],
-                   n_val=info["n_val"], seed=seed, split="held-out labels")
-            for m in ("val_top1", "val_loss") if info[m] is not None]
     merge_records(out / "metrics.json", recs)
-    val = (f"held-out accuracy {info['val_top1']:.4f} on {info['n_val']} labels (best at step {info['best_step']})"
-           if info["val_top1"] is not None else "no held-out labels (one per class): no early stopping")
-    log(f"trained {info['trainable_params']:,} parameters for {info['steps']} steps in {info['train_seconds']:.1f}s; "
-        f"{val}; classifier saved to {out}")
+    chose = f"lr {info['lr']:.3g} and {info['epochs']:.1f} epochs chosen by {info['selection']}"
+    sel = (f"; selection score {info['val_top1']:.4f} on {info['n_val']} held-out labels (not a test score)"
+           if info["val_top1"] is not None else "")
+    tested = (f"; test top-1 {info['test']['top1']:.4f} on {info['test']['n']} samples of {test_data}"
+              if test is not None else "; give --test-data for a test score")
+    log(f"trained {info['trainable_params']:,} parameters in {info['train_seconds']:.1f}s; {chose}{sel}{tested}; "
+        f"classifier saved to {out}")
     return out
 
 

@@ -18,10 +18,18 @@ from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
 from selfsup.data.spec import captions_of
-from selfsup.data.splits import stratified_split
+from selfsup.data.splits import check_disjoint, first_occurrences, stratified_split
 from selfsup.encoders import build_encoder
-from selfsup.evaluate.fewshot import DEFAULT_PROTOCOLS, FEW_LABEL_PROTOCOLS, evaluate_few_label
+from selfsup.evaluate.fewshot import (
+    DEFAULT_BASELINES,
+    DEFAULT_FINETUNE_SEEDS,
+    DEFAULT_PROTOCOLS,
+    DEFAULT_SEEDS,
+    FEW_LABEL_PROTOCOLS,
+    evaluate_few_label,
+)
 from selfsup.evaluate.records import format_table, merge_records
+from selfsup.evaluate.verdict import format_verdicts, verdicts
 
 
 def evaluate(
@@ -29,19 +37,23 @@ def evaluate(
     data: str,
     *,
     protocols: Sequence[str] = DEFAULT_PROTOCOLS,
+    baselines: Sequence[str] = DEFAULT_BASELINES,
     shots: Sequence[int] | None = None,
     label_fractions: Sequence[float] | None = None,
-    seeds: int = 3,
+    seeds: int = DEFAULT_SEEDS,
+    finetune_seeds: int = DEFAULT_FINETUNE_SEEDS,
     train_data: str | None = None,
     test_fraction: float = 0.5,
     max_samples: int | None = None,
     recipe: FinetuneRecipe | None = None,
     log: Log = say,
 ) -> list[dict]:
-    """Few-label evaluation of a run's encoder beside the raw-pixel and from-scratch baselines.
+    """Few-label evaluation of a run's encoder beside the ``baselines``, with the verdict.
 
-    Labels for training come from ``train_data`` when given; otherwise ``data`` is split (stratified,
-    fixed seed) into a labelled pool and a held-out test part. Records are merged into the run's
+    Labels for training come from ``train_data`` when given (refused if it shares a sample with
+    ``data``: ``data.splits.check_disjoint``); otherwise ``data`` is split (stratified, fixed
+    seed, identical images kept once) into a labelled pool and a held-out test part. Records,
+    and one verdict record per comparison (``evaluate.verdict``), are merged into the run's
     ``metrics.json`` and returned.
     """
     run = Path(run)
@@ -49,17 +61,26 @@ def evaluate(
     if shots is None and label_fractions is None:
         shots = [1, 5, 10]
     test_src = open_source(data, **spec.reader_options())
-    x_test, y_test = test_src.arrays(max_samples)
+    test_keys: list[str] = []
+    x_test, y_test = test_src.arrays(max_samples, keys=test_keys)
     if train_data is not None:
-        x_pool, y_pool = open_source(train_data, **spec.reader_options()).arrays(max_samples)
+        pool_src, pool_keys = open_source(train_data, **spec.reader_options()), []
+        x_pool, y_pool = pool_src.arrays(max_samples, keys=pool_keys)
+        check_disjoint(x_pool, [pool_src.sample_id(k) for k in pool_keys], x_test,
+                       [test_src.sample_id(k) for k in test_keys], train_data, data)
     else:
-        pool, test = stratified_split(y_test, test_fraction, seed=0)
+        unique = first_occurrences(x_test)
+        if len(unique) < len(x_test):
+            log(f"{data}: {len(x_test) - len(unique)} images are identical to earlier ones and are left out, so "
+                "no image is in both the labelled pool and the test part")
+        pool, test = stratified_split(y_test[unique], test_fraction, seed=0)
+        pool, test = unique[pool], unique[test]
         x_pool, y_pool, x_test, y_test = x_test[pool], y_test[pool], x_test[test], y_test[test]
     if (y_test < 0).any() or (y_pool < 0).any():
         raise ValueError(f"{data}: few-label evaluation needs labels (class subfolders, .cls members or labels key)")
     num_classes = int(max(y_pool.max(), y_test.max()) + 1)
     log(f"evaluating {run.name} on {test_src.name}: {len(y_pool)} labelled pool, {len(y_test)} test, "
-        f"{num_classes} classes, protocols {', '.join(protocols)}")
+        f"{num_classes} classes, protocols {', '.join(protocols)}, baselines {', '.join(baselines) or 'none'}")
 
     def scratch() -> nn.Module:
         return build_encoder(enc_cfg, spec)
@@ -67,12 +88,17 @@ def evaluate(
     recs = evaluate_few_label(
         encoder=encoder, make_scratch_encoder=scratch, train_images=x_pool, train_labels=y_pool,
         test_images=x_test, test_labels=y_test, num_classes=num_classes, protocols=tuple(protocols),
-        shots=list(shots) if shots else None, label_fractions=list(label_fractions) if label_fractions else None,
-        seeds=tuple(range(seeds)), task=test_src.name, recipe=recipe, feature_cache_dir=run / runs.CACHE,
+        baselines=tuple(baselines), shots=list(shots) if shots else None,
+        label_fractions=list(label_fractions) if label_fractions else None, seeds=tuple(range(seeds)),
+        finetune_seeds=finetune_seeds, task=test_src.name, recipe=recipe, feature_cache_dir=run / runs.CACHE,
         progress=log,
     )
-    merge_records(run / runs.METRICS, recs)
+    found = verdicts(recs)
+    merge_records(run / runs.METRICS, recs + found)
     log(format_table(recs))
+    if found:
+        log("verdict (paired over the same label draws):\n" + format_verdicts(found))
+    return recs + found
     return recs
 
 
@@ -205,7 +231,9 @@ def evaluate_curve(
     protocols: Sequence[str] = FEW_LABEL_PROTOCOLS,
     shots: Sequence[int] | None = None,
     label_fractions: Sequence[float] | None = None,
-    seeds: int = 3,
+    baselines: Sequence[str] = DEFAULT_BASELINES,
+    seeds: int = DEFAULT_SEEDS,
+    finetune_seeds: int = DEFAULT_FINETUNE_SEEDS,
     train_data: str | None = None,
     test_fraction: float = 0.5,
     max_samples: int | None = None,
@@ -224,9 +252,9 @@ def evaluate_curve(
         shots, label_fractions = CURVE_SHOTS, CURVE_FRACTIONS
     if seeds < 3:
         log(f"warning: {seeds} seed(s); error bars need at least 3")
-    recs = evaluate(run, data, protocols=protocols, shots=shots, label_fractions=label_fractions, seeds=seeds,
-                    train_data=train_data, test_fraction=test_fraction, max_samples=max_samples, recipe=recipe,
-                    log=log)
+    recs = evaluate(run, data, protocols=protocols, baselines=baselines, shots=shots, label_fractions=label_fractions,
+                    seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, test_fraction=test_fraction,
+                    max_samples=max_samples, recipe=recipe, log=log)
     png = plot_label_efficiency(recs)
     if png is None:
         log("no curve drawn: it needs at least two budgets of one kind (shots or fractions)")

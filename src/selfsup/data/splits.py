@@ -7,6 +7,7 @@ and seeded, and samples with label < 0 (unknown) are never drawn.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -64,4 +65,32 @@ def sample_few(
     return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
 
 
-__all__ = ["sample_few", "stratified_split"]
+def content_hashes(inputs: np.ndarray) -> list[str]:
+    """A digest of each row's bytes (decoded pixels at the evaluation size): equal rows, equal digests."""
+    return [hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest() for x in inputs]
+
+
+def first_occurrences(inputs: np.ndarray) -> np.ndarray:
+    """Sorted indices of the first of each group of identical rows (duplicates left out)."""
+    seen: dict[str, int] = {}
+    for i, h in enumerate(content_hashes(inputs)):
+        seen.setdefault(h, i)
+    return np.sort(np.fromiter(seen.values(), dtype=np.int64, count=len(seen)))
+
+
+def check_disjoint(pool: np.ndarray, pool_ids: list[str | None], test: np.ndarray, test_ids: list[str | None],
+                   pool_name: str, test_name: str) -> None:
+    """Raise ValueError (one line) when the labelled pool and the test set share a sample: the same
+    origin (``Source.sample_id``) or identical content. Scores on such a test set are not held out."""
+    same = {i for i in pool_ids if i is not None} & {i for i in test_ids if i is not None}
+    if same:
+        raise ValueError(f"{test_name} and the labelled pool {pool_name} share {len(same)} samples "
+                         f"(e.g. {sorted(same)[0]}); evaluate on data the labels do not come from")
+    pool_hashes = set(content_hashes(pool))
+    shared = sum(h in pool_hashes for h in content_hashes(test))
+    if shared:
+        raise ValueError(f"{shared} of {len(test)} samples of {test_name} are identical to samples of the labelled "
+                         f"pool {pool_name}; remove them from one of the two")
+
+
+__all__ = ["check_disjoint", "content_hashes", "first_occurrences", "sample_few", "stratified_split"]

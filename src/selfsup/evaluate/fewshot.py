@@ -1,46 +1,109 @@
-"""The few-label protocol: what an encoder is worth with K labels per class or a fraction of them.
+"""The few-label protocol: what an encoder is worth with K labels per class or a fraction of them,
+beside baselines given the same care, and the verdict.
 
-For each label budget and seed, a labelled subset is drawn from the training pool; kNN and linear
-probes run on frozen features (extracted once for every image), fine-tuning trains a copy of the
-encoder. Beside the SSL encoder, two baselines get the same labels: ``raw`` (the same probe on
-raw pixels) and ``scratch`` (the same fine-tune recipe from a fresh initialisation). The test
-split is only ever scored: no training, early stopping or model selection touches it.
+For each label budget and seed a labelled subset is drawn from the pool (``data.splits``); every
+encoder gets the same draws, so their scores pair up for the verdict (``evaluate.verdict``).
+
+- ``knn`` and ``linear`` run on frozen features (extracted once per image); k and the
+  regularisation are chosen per encoder on the labels only (``knn.choose_knn``,
+  ``linear.choose_c``).
+- ``finetune`` and ``lora`` train a copy with the learning rate and length chosen on held-out
+  labels (``adapt.tune.fit_tuned``): no encoder is stopped at a fixed step count.
+
+Encoders: "ssl" (the run's) and the baselines asked for: "raw" (pixels, under the frozen
+protocols), "scratch" (the same network from random weights, under fine-tuning) and
+"foundation" (a frozen public model, under every protocol). The test split is only ever scored.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from selfsup.adapt.finetune import FinetuneRecipe, finetune, lora_recipe
-from selfsup.adapt.lora import add_lora
+from selfsup.adapt.finetune import Classifier, FinetuneRecipe, epoch_steps, lora_recipe, train_classifier
+from selfsup.adapt.tune import finetune
 from selfsup.data.spec import as_tensor
 from selfsup.data.splits import sample_few
 from selfsup.encoders.inference import module_device
 from selfsup.evaluate.features import cached_features, raw_features
-from selfsup.evaluate.knn import knn_predict
-from selfsup.evaluate.linear import linear_probe
+from selfsup.evaluate.knn import knn_probe
+from selfsup.evaluate.linear import linear_classifier
+from selfsup.evaluate.metrics import scores_metrics
 from selfsup.evaluate.records import record
 
 # What `selfsup evaluate` runs unless told; LoRA (adapters on the attention projections,
 # ``selfsup.adapt.lora``) needs peft, so it runs when asked (and in the label-efficiency curve).
 DEFAULT_PROTOCOLS = ("knn", "linear", "finetune")
 FEW_LABEL_PROTOCOLS = (*DEFAULT_PROTOCOLS, "lora")
+FROZEN = ("knn", "linear")
+BASELINES = ("raw", "scratch", "foundation")
+DEFAULT_BASELINES = ("raw", "scratch")
+DEFAULT_SEEDS, DEFAULT_FINETUNE_SEEDS = 5, 3  # frozen probes are cheap, fine-tuning is not
 
 
-def scores_metrics(probs: torch.Tensor, labels: np.ndarray, num_classes: int) -> dict[str, float]:
-    """top1 accuracy of class probabilities (M, C); for 2 classes also AUROC of P(class 1)."""
-    probs = probs.float().numpy()
-    out = {"top1": float((probs.argmax(1) == labels).mean())}
-    if num_classes == 2 and len(np.unique(labels)) == 2:
-        out["auroc"] = float(roc_auc_score(labels, probs[:, 1]))
-    return out
+def plan(protocols: Sequence[str], baselines: Sequence[str], *, scratch: bool,
+         foundation: bool) -> list[tuple[str, str]]:
+    """(protocol, encoder) pairs to run: ssl under every protocol, each baseline where it applies."""
+    unknown = set(protocols) - set(FEW_LABEL_PROTOCOLS)
+    if unknown:
+        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(FEW_LABEL_PROTOCOLS)}")
+    bad = set(baselines) - set(BASELINES)
+    if bad:
+        raise ValueError(f"unknown baseline(s) {sorted(bad)}; choose from {', '.join(BASELINES)}")
+    runs = []
+    for p in FEW_LABEL_PROTOCOLS:
+        if p not in protocols:
+            continue
+        runs.append((p, "ssl"))
+        if p in FROZEN and "raw" in baselines:
+            runs.append((p, "raw"))
+        if p == "finetune" and "scratch" in baselines and scratch:
+            runs.append((p, "scratch"))
+        if "foundation" in baselines and foundation:
+            runs.append((p, "foundation"))
+    return runs
+
+
+def _summary(chosen: dict) -> str:
+    keys = ("k", "standardize", "C", "lr", "epochs")
+    return ", ".join(f"{k} {chosen[k]:.3g}" if isinstance(chosen[k], float) else f"{k} {chosen[k]}"
+                     for k in keys if k in chosen)
+
+
+def step_seconds(encoder: nn.Module, images: torch.Tensor, num_classes: int, recipe: FinetuneRecipe,
+                 device: torch.device, steps: int = 3) -> float:
+    """Seconds per fine-tuning step of ``encoder``, measured on a few steps (after one warm-up step)."""
+    model = Classifier(copy.deepcopy(encoder), num_classes).to(device)
+    x = images[: recipe.batch_size].to(device)
+    y = torch.zeros(len(x), dtype=torch.long, device=device)
+    with torch.random.fork_rng(devices=[]):
+        train_classifier(model, x, y, recipe, generator=torch.Generator(), steps=1)
+        t0 = time.perf_counter()
+        train_classifier(model, x, y, recipe, generator=torch.Generator(), steps=steps)
+    return (time.perf_counter() - t0) / steps
+
+
+def expected_steps(n_labels: int, recipe: FinetuneRecipe) -> float:
+    """A rough guess of one fine-tuning's steps (all lr candidates and the re-training), for the plan:
+    each candidate runs for about ``patience`` + 5 validation periods."""
+    period = max(5, math.ceil(epoch_steps(max(1, round(n_labels * (1 - recipe.val_fraction))), recipe.batch_size)))
+    return (len(recipe.lr_grid) + 1) * (recipe.patience + 5) * period
+
+
+def budget_labels(labels: np.ndarray, kind: str, amount: float) -> int:
+    """How many labels a budget draws from ``labels`` (``data.splits.sample_few``'s rule)."""
+    counts = np.bincount(labels[labels >= 0])
+    counts = counts[counts > 0]
+    if kind == "shots":
+        return int(np.minimum(counts, int(amount)).sum())
+    return int(np.maximum(1, np.round(amount * counts)).sum())
 
 
 def evaluate_few_label(
@@ -54,9 +117,12 @@ def evaluate_few_label(
     num_classes: int,
     task: str,
     protocols: Sequence[str] = DEFAULT_PROTOCOLS,
+    baselines: Sequence[str] = DEFAULT_BASELINES,
+    foundation: nn.Module | None = None,
     shots: Sequence[int] | None = None,
     label_fractions: Sequence[float] | None = None,
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = tuple(range(DEFAULT_SEEDS)),
+    finetune_seeds: int = DEFAULT_FINETUNE_SEEDS,
     recipe: FinetuneRecipe | None = None,
     feature_cache_dir: str | Path | None = None,
     raw_max_side: int | None = 64,
@@ -66,20 +132,16 @@ def evaluate_few_label(
     """Records (see ``records.record``) for every budget x protocol x encoder x metric.
 
     train_images / test_images uint8 (N, C, H, W) / (M, C, H, W); labels (N,) / (M,) ints in
-    [0, num_classes) (train labels < 0 are never drawn). Encoders: "ssl" (``encoder``) for every
-    protocol, "raw" pixels for knn and linear, and "scratch" (``make_scratch_encoder()``, seeded
-    per seed) under "finetune", run even when only frozen protocols are asked so the baseline is
-    always there, unless ``make_scratch_encoder`` is None. Metrics: "top1", plus "auroc" for 2
-    classes. Each seed redraws the labelled subset and reseeds training. SSL features are cached in
-    ``feature_cache_dir`` when given; raw pixels are area-averaged to at most ``raw_max_side``.
-
-    "lora" (Hu et al. 2021, only when asked) freezes the SSL encoder and trains rank-8 adapters on
-    its attention projections plus the head, with ``recipe`` turned by ``lora_recipe`` (10x the
-    lr, no layer decay).
+    [0, num_classes) (train labels < 0 are never drawn). ``baselines`` among "raw", "scratch"
+    (``make_scratch_encoder()``, seeded per draw) and "foundation" (the ``foundation`` encoder,
+    frozen). Frozen protocols run over every seed of ``seeds``; fine-tuning and LoRA over the
+    first ``finetune_seeds`` of them. Metrics: "top1" (ties give no free credit:
+    ``metrics.expected_top1``), plus "auroc" for 2 classes. Each record carries per draw what was
+    chosen for that encoder (``chosen``) and how (``selection``). Features of the pretrained
+    encoders are cached in ``feature_cache_dir``; raw pixels are area-averaged to at most
+    ``raw_max_side``. ``progress`` gets the plan and its cost estimate first, then one line per run.
     """
-    unknown = set(protocols) - set(FEW_LABEL_PROTOCOLS)
-    if unknown:
-        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(FEW_LABEL_PROTOCOLS)}")
+    runs = plan(protocols, baselines, scratch=make_scratch_encoder is not None, foundation=foundation is not None)
     budgets = [("shots", int(k)) for k in shots or ()] + [("label_fraction", float(f)) for f in label_fractions or ()]
     if not budgets:
         raise ValueError("give shots and/or label_fractions")
@@ -90,60 +152,88 @@ def evaluate_few_label(
     if train_labels.max(initial=0) >= num_classes:
         raise ValueError(f"train labels must lie in [0, {num_classes}) (or be < 0 for unknown)")
     log = progress or (lambda msg: None)
+    device = torch.device(device) if device is not None else module_device(encoder)
+    r = recipe or FinetuneRecipe()
+    recipes = {"finetune": r, "lora": lora_recipe(r)}
+    models = {"ssl": encoder, "foundation": foundation}
+    trained = [(p, e) for p, e in runs if p not in FROZEN]
+    ft_seeds = list(seeds)[:max(1, finetune_seeds)]
 
-    frozen = [p for p in ("knn", "linear") if p in protocols]
     feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    if frozen:
+    frozen_encs = {e for p, e in runs if p in FROZEN}
+    if frozen_encs:
         log(f"{task}: extracting features of {len(train_images)} + {len(test_images)} images")
-        feats["ssl"] = tuple(cached_features(encoder, x, feature_cache_dir, device=device)
-                             for x in (train_images, test_images))
-        feats["raw"] = (raw_features(train_images, raw_max_side), raw_features(test_images, raw_max_side))
+        for name in frozen_encs - {"raw"}:
+            feats[name] = tuple(cached_features(models[name], x, feature_cache_dir, device=device)
+                                for x in (train_images, test_images))
+        if "raw" in frozen_encs:
+            feats["raw"] = (raw_features(train_images, raw_max_side), raw_features(test_images, raw_max_side))
 
-    runs: list[tuple[str, str]] = [(p, e) for p in frozen for e in ("ssl", "raw")]
-    if "finetune" in protocols:
-        runs.append(("finetune", "ssl"))
-    if "lora" in protocols:
-        runs.append(("lora", "ssl"))
-        lora = lora_recipe(recipe or FinetuneRecipe())
-    if make_scratch_encoder is not None:
-        runs.append(("finetune", "scratch"))
+    jobs = [(kind, amount, seed, p, e) for kind, amount in budgets for seed in seeds for p, e in runs
+            if p in FROZEN or seed in ft_seeds]
+    n_train = sum(1 for j in jobs if j[3] not in FROZEN)
+    lines = [f"{task}: {len(budgets)} budget(s) x {len(seeds)} draws for {', '.join(sorted(frozen_encs)) or '-'} "
+             f"under {', '.join(p for p in FROZEN if p in protocols) or '-'}"]
+    if trained:
+        per_step = step_seconds(encoder, train_images, num_classes, r, device)
+        guess = per_step * len(ft_seeds) * len(trained) * sum(
+            expected_steps(budget_labels(train_labels, kind, amount), r) for kind, amount in budgets)
+        lines.append(f"{task}: {n_train} fine-tunings ({', '.join(f'{p}/{e}' for p, e in trained)}; "
+                     f"{len(ft_seeds)} draws each), each choosing its lr from {len(r.lr_grid)} on held-out labels "
+                     f"and trained until it stops improving: {per_step * 1e3:.0f} ms per step, very roughly "
+                     f"{guess / 60:.0f} min")
+    for line in lines:
+        log(line)
 
     records = []
+    t0, done = time.monotonic(), 0
     for kind, amount in budgets:
         values: dict[tuple[str, str, str], list[float]] = {}
+        chosen: dict[tuple[str, str], list[dict]] = {}
         n_labels = []
         for seed in seeds:
             idx = sample_few(train_labels, seed=seed, **{"shots" if kind == "shots" else "fraction": amount})
             n_labels.append(len(idx))
             y = train_labels[idx]
             for protocol, enc in runs:
+                if protocol not in FROZEN and seed not in ft_seeds:
+                    continue
                 if protocol == "knn":
-                    probs = knn_predict(feats[enc][0][idx], torch.from_numpy(y), feats[enc][1], num_classes)
+                    probs, info = knn_probe(feats[enc][0][idx], y, feats[enc][1], num_classes)
                 elif protocol == "linear":
-                    probs = linear_probe(feats[enc][0][idx], torch.from_numpy(y), feats[enc][1], num_classes, seed)
-                elif protocol == "lora":
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(seed)
-                        model = add_lora(copy.deepcopy(encoder))
-                    probs = finetune(model, train_images[idx], y, test_images, num_classes, seed=seed,
-                                     recipe=lora, device=device)
+                    probs, info = linear_classifier(feats[enc][0][idx], y, feats[enc][1], num_classes, seed)
                 else:
-                    model = encoder
+                    model = models.get(enc)
                     if enc == "scratch":
                         with torch.random.fork_rng(devices=[]):
                             torch.manual_seed(seed)
-                            model = make_scratch_encoder()
-                        model = model.to(device if device is not None else module_device(encoder))
-                    probs = finetune(model, train_images[idx], y, test_images, num_classes, seed=seed,
-                                     recipe=recipe, device=device)
+                            model = make_scratch_encoder().to(device)
+                    probs, info = finetune(model, train_images[idx], y, test_images, num_classes, seed=seed,
+                                           recipe=recipes[protocol], lora=protocol == "lora", device=device)
+                    info = {k: v for k, v in info.items() if k not in ("grid",)}
+                    done += 1
                 for metric, v in scores_metrics(probs, test_labels, num_classes).items():
                     values.setdefault((protocol, enc, metric), []).append(v)
-                log(f"{task} {kind}={amount:g} seed {seed}: {protocol}/{enc} "
-                    f"top1 {values[(protocol, enc, 'top1')][-1]:.4f}")
+                chosen.setdefault((protocol, enc), []).append(info)
+                if protocol not in FROZEN or enc == "ssl":
+                    left = (time.monotonic() - t0) / done * (n_train - done) if done else 0.0
+                    bar = f"[{'#' * round(20 * done / n_train):<20}] {done}/{n_train} " if n_train else ""
+                    log(f"{bar}{task} {kind}={amount:g} seed {seed}: {protocol}/{enc} "
+                        f"top1 {values[(protocol, enc, 'top1')][-1]:.4f} ({_summary(info)})"
+                        + (f"; ~{left / 60:.1f} min left" if protocol not in FROZEN and done < n_train else ""))
         for (protocol, enc, metric), vals in values.items():
-            records.append(record(task, protocol, enc, metric, vals, **{kind: amount},
-                                  n_labels=int(np.mean(n_labels)), n_test=len(test_labels)))
+            info = chosen[(protocol, enc)]
+            records.append(record(
+                task, protocol, enc, metric, vals, **{kind: amount}, n_labels=int(np.mean(n_labels)),
+                n_test=len(test_labels), selection=sorted({c["selection"] for c in info}),
+                chosen=[{k: v for k, v in c.items() if k in ("k", "standardize", "C", "lr", "steps", "epochs")}
+                        for c in info],
+                **({"hit_cap": True} if any(c.get("hit_cap") for c in info) else {}),
+            ))
     return records
 
 
-__all__ = ["evaluate_few_label", "scores_metrics", "DEFAULT_PROTOCOLS", "FEW_LABEL_PROTOCOLS"]
+__all__ = [
+    "BASELINES", "DEFAULT_BASELINES", "DEFAULT_FINETUNE_SEEDS", "DEFAULT_PROTOCOLS", "DEFAULT_SEEDS",
+    "FEW_LABEL_PROTOCOLS", "budget_labels", "evaluate_few_label", "plan",
+]

@@ -45,8 +45,9 @@ PRETRAIN_METRICS = ("final_loss", "steps", "seconds", "images_per_s", "skipped_s
 LOWER_IS_BETTER = ("loss", "error", "err", "time", "seconds", "nonfinite", "skipped")  # parts of metric names
 
 # What a record measured; a new record replaces an old one with the same values of these fields.
-# "peer" names a compared library (benchmarks), "defect" a slice of an anomaly-detection test set.
-IDENTITY = ("task", "protocol", "encoder", *BUDGET_KEYS, "metric", "peer", "defect")
+# "baseline" names the other side of a verdict, "peer" a compared library (benchmarks), "defect" a
+# slice of an anomaly-detection test set.
+IDENTITY = ("task", "protocol", "encoder", *BUDGET_KEYS, "metric", "baseline", "peer", "defect")
 
 
 def record(

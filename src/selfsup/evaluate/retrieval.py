@@ -4,6 +4,9 @@ Every image and every caption is embedded; captions are ranked for each image by
 similarity and images for each caption. Image -> text R@K is the share of images with at least
 one of their own captions among the top K; text -> image R@K the share of captions whose image is
 among the top K. Several captions per image are handled by keeping each caption's image index.
+Candidates that tie with the right one are ranked in random order and the recall is its
+expectation, so ties earn no free credit: a collapsed model (all similarities equal) scores
+chance, K / N, where counting ties as hits would give 100 %.
 """
 
 from __future__ import annotations
@@ -26,19 +29,34 @@ def recall_at_k(
     Returns {"R@K_image_to_text": ..., "R@K_text_to_image": ...} as fractions in [0, 1].
     """
     n_img, n_cap = sim.shape
+    sim = sim.double()
     out: dict[str, float] = {}
-    # image -> text: rank of the best-ranked own caption (0 = first)
+    # image -> text: g captions strictly above the best own one, then a tied block of t others and m own
     own = caption_image[None, :] == torch.arange(n_img)[:, None]  # (N_images, N_captions)
     best_own = sim.masked_fill(~own, float("-inf")).amax(dim=1, keepdim=True)
-    rank_i2t = (sim > best_own).sum(dim=1)  # captions strictly better than the best own one
-    # text -> image: rank of the caption's own image
+    g_i2t = (sim > best_own).sum(dim=1)
+    tied = sim == best_own
+    t_i2t, m_i2t = (tied & ~own).sum(dim=1), (tied & own).sum(dim=1)
+    # text -> image: g images strictly above the caption's own image, t others tied with it
     own_score = sim[caption_image, torch.arange(n_cap)]  # (N_captions,)
-    rank_t2i = (sim > own_score[None, :]).sum(dim=0)
+    g_t2i = (sim > own_score[None, :]).sum(dim=0)
+    t_t2i = (sim == own_score[None, :]).sum(dim=0) - 1
     for k in ks:
-        out[f"R@{k}_image_to_text"] = (rank_i2t < k).float().mean().item()
+        out[f"R@{k}_image_to_text"] = _hit_chance(g_i2t, t_i2t, m_i2t, k).mean().item()
     for k in ks:
-        out[f"R@{k}_text_to_image"] = (rank_t2i < k).float().mean().item()
+        out[f"R@{k}_text_to_image"] = _hit_chance(g_t2i, t_t2i, torch.ones_like(t_t2i), k).mean().item()
     return out
+
+
+def _hit_chance(g: torch.Tensor, t: torch.Tensor, m: torch.Tensor, k: int) -> torch.Tensor:
+    """P(one of m right items is in the top k) when g items rank strictly above them and the m share
+    a tie with t wrong ones, the tie broken at random: 1 - C(t, s) / C(t + m, s), s = k - g slots left."""
+    s = (k - g).double()
+    t, m = t.double(), m.double()
+    lg = torch.lgamma
+    none_right = torch.exp(lg(t + 1) - lg((t - s).clamp(min=0) + 1) - lg(t + m + 1) + lg((t + m - s).clamp(min=0) + 1))
+    p = torch.where(s > t, torch.ones_like(s), 1 - none_right)
+    return torch.where(s <= 0, torch.zeros_like(s), p)
 
 
 def retrieval(

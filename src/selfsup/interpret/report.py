@@ -133,7 +133,8 @@ def _column(r: dict) -> str:
 def results_table(records: list[dict]) -> str:
     """One table: a group of rows per protocol, rows (task, subset, metric, budget), one column per
     encoder (ssl, scratch, raw, peers) so they sit side by side; the best cell of a row in bold."""
-    recs = [r for r in records if r.get("protocol") != "pretrain" and r.get("mean") is not None]
+    recs = [r for r in records if r.get("protocol") != "pretrain" and r.get("mean") is not None
+            and r.get("baseline") is None]
     if not recs:
         return ""
     protocols = sorted({str(r.get("protocol", "")) for r in recs},
@@ -342,6 +343,19 @@ def render_page(title: str, subtitle: str, sections: list[Section]) -> str:
     )
 
 
+def verdict_list(records: list[dict]) -> str:
+    """The verdict sentences (``evaluate.verdict``), grouped by budget, with how they were reached."""
+    recs = sorted((r for r in records if r.get("baseline") and r.get("verdict")),
+                  key=lambda r: (str(r.get("task")), budget_order(r), rank_in(PROTOCOLS, r.get("protocol", ""))))
+    if not recs:
+        return ""
+    items = "".join(f"<li><b>{esc(budget(r))}</b>: {esc(r['verdict'])}</li>" for r in recs)
+    return (f'<ul class="verdict">{items}</ul><p class="note">Each difference is paired over the same label draws '
+            "(every encoder gets the same labels), with a 95 % Student-t interval; an interval that holds 0 is no "
+            "significant difference. Every encoder had its own hyper-parameters chosen on held-out labels only "
+            "(kNN k, the linear probe's regularisation, the fine-tuning learning rate and length).</p>")
+
+
 def build_report(
     run_dir: str | Path,
     *,
@@ -385,6 +399,9 @@ def build_report(
     table = results_table(records)
     if table:
         sections.append(Section("results", "Results", table))
+    verdict = verdict_list(records)
+    if verdict:
+        sections.append(Section("verdict", "Verdict", verdict))
     curve = fg.plot_label_efficiency(records)
     if curve is not None:
         caption = ("Accuracy as the number of labels grows (log scale), mean ± std over seeds. Colour = "

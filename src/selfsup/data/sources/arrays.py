@@ -34,8 +34,10 @@ class ArraySource(IndexedSource):
         class_names: list[str] | None = None,
         key_prefix: str = "",
         ids: np.ndarray | None = None,
+        origin: str | None = None,
     ) -> None:
         self.name, self.location, self.images, self.key_prefix = name, location, images, key_prefix
+        self.origin = origin  # the file or data set the rows come from, for `sample_id`
         self.ids = ids  # sample numbers for keys (an index into the full set for a split), default 0..N-1
         if images.ndim not in (3, 4) or len(images) == 0:
             raise SourceError(f"{location}: need images (N, H, W[, C]) or (N, C, H, W), not {images.shape}")
@@ -64,6 +66,9 @@ class ArraySource(IndexedSource):
             num_classes=num_classes,
             class_names=class_names,
         )
+
+    def sample_id(self, key: str) -> str | None:
+        return f"{self.origin}::{key}" if self.origin else None
 
     def get(self, i: int) -> dict:
         x = np.asarray(self.images[i])
@@ -124,7 +129,7 @@ def open_npz(
     labels = _npz_array(path, labels_key) if labels_key else None
     return ArraySource(
         path.stem, images, labels, location=spec, image_size=image_size, channels=channels,
-        key_prefix=f"{split or images_key}/",
+        key_prefix=f"{split or images_key}/", origin=str(path.resolve()),
     )
 
 

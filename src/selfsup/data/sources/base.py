@@ -120,6 +120,12 @@ class Source:
         """
         raise NotImplementedError
 
+    def sample_id(self, key: str) -> str | None:
+        """Where sample ``key`` comes from, comparable across sources (a resolved file, an array
+        row), to find a test set that overlaps the labelled pool; None when keys are only unique
+        within this source (WebDataset shards: train and test shards often reuse keys)."""
+        return None
+
     def loader(
         self,
         batch_size: int,
@@ -149,14 +155,16 @@ class Source:
         )
 
     def arrays(
-        self, max_samples: int | None = None, *, batch_size: int = 256, skips: SkipCounter | None = None
+        self, max_samples: int | None = None, *, batch_size: int = 256, skips: SkipCounter | None = None,
+        keys: list[str] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """`max_samples` (default all) inputs (images uint8 (N, C, H, W), or the modality's input of
         one shape) and labels int64 (N,), for evaluation sets that fit in memory.
 
         Indexed sources give a fixed random subset (seed 0, in index order), since folders are
         sorted by class; streams give their first samples. Read batch by batch; skipped samples
-        are left out (and counted into `skips` when given).
+        are left out (and counted into `skips` when given). `keys`, when given, receives the
+        samples' keys in the same order.
         """
         key = self.spec.input_key
         ds = self.dataset(ranks=(0, 1))  # every rank evaluates on the whole set
@@ -171,11 +179,15 @@ class Source:
                 raise TypeError(f"{self.name}: arrays() needs inputs of one shape; these vary in length")
             xs.append(batch[key].numpy())
             ys.append(batch["label"].numpy())
+            if keys is not None:
+                keys.extend(batch["key"])
             n += len(ys[-1])
             if max_samples is not None and n >= max_samples:
                 break
         x = np.concatenate(xs) if xs else self.spec.empty_input().numpy()
         y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
+        if keys is not None and max_samples is not None:
+            del keys[max_samples:]
         return x[:max_samples], y[:max_samples].astype(np.int64)
 
     def __len__(self) -> int:

@@ -111,5 +111,5 @@ def open_builtin(spec: str, *, image_size: int | None, channels: int | None) -> 
     images, labels, classes, ids = load(split or default)
     return ArraySource(
         name, images, labels, location=spec, image_size=image_size, channels=channels, class_names=classes,
-        key_prefix=f"{name}/" if ids is not None else f"{name}-{split or default}/", ids=ids,
+        key_prefix=f"{name}/" if ids is not None else f"{name}-{split or default}/", ids=ids, origin="builtin",
     )

@@ -63,6 +63,9 @@ class FolderSource(IndexedSource):
             class_names=class_names,
         )
 
+    def sample_id(self, key: str) -> str:
+        return str((self.root / key).resolve())
+
     def get(self, i: int) -> dict:
         path = self.files[i]
         key = path.relative_to(self.root).as_posix()
