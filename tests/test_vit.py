@@ -94,3 +94,61 @@ def test_build_encoder_from_config():
     assert enc(torch.randn(2, 1, 8, 8)).shape == (2, 48)
     with pytest.raises(ValueError, match="unknown ViT size"):
         build_encoder(EncoderConfig(size="huge"), InputSpec())
+
+
+def test_forward_intermediates_equals_walking_the_blocks():
+    torch.manual_seed(0)
+    model = vit("custom", width=32, depth=3, heads=2, img_size=16, patch_size=4, in_chans=3).eval()
+    x = torch.randn(2, 3, 16, 16)
+    t = torch.cat([(model.cls_token + model.pos_embed[:, :1]).expand(2, -1, -1), model.embed_patches(x)], 1)
+    manual = []
+    for block in model.blocks:
+        t = block(t)
+        manual.append(t)
+    final, inter = model.forward_intermediates(x, [0, -1], output_fmt="NLC", return_prefix_tokens=True)
+    torch.testing.assert_close(final, model.forward_features(x))
+    for (patches, prefix), ref in zip(inter, (manual[0], manual[2]), strict=True):
+        torch.testing.assert_close(patches, ref[:, 1:])
+        torch.testing.assert_close(prefix, ref[:, :1])
+    (nchw,) = model.forward_intermediates(x, 1, norm=True, intermediates_only=True)
+    torch.testing.assert_close(nchw, model.forward_features(x)[:, 1:].reshape(2, 4, 4, 32).permute(0, 3, 1, 2))
+    (nhwc,) = model.forward_intermediates(x, [1], output_fmt="NHWC", intermediates_only=True)
+    assert nhwc.shape == (2, 4, 4, 32)
+    with pytest.raises(ValueError, match="not blocks"):
+        model.forward_intermediates(x, [3])
+
+
+@pytest.mark.parametrize("opts", [
+    dict(reg_tokens=2, no_embed_class=True, init_values=1e-5),
+    dict(class_token=False, pool="map", act_layer="gelu_tanh"),
+    dict(pre_norm=True, patch_bias=False, act_layer="quick_gelu", norm_eps=1e-5),
+    dict(pool="avg", fc_norm=True, mlp_layer="swiglu", act_layer="silu"),
+])
+def test_public_model_options_shapes_and_names(opts):
+    model = vit("custom", width=32, depth=2, heads=2, img_size=16, patch_size=4, in_chans=3, **opts).eval()
+    x = torch.randn(2, 3, 24, 16)  # another size: the grid is interpolated, prefix rows untouched
+    P = model.num_prefix_tokens
+    assert model.forward_features(x).shape == (2, P + 24, 32) and model(x).shape == (2, 32)
+    names = set(model.state_dict())
+    assert ("reg_token" in names) == bool(opts.get("reg_tokens"))
+    assert ("cls_token" in names) == opts.get("class_token", True)
+    assert ("blocks.0.ls1.gamma" in names) == ("init_values" in opts)
+    assert ("attn_pool.latent" in names) == (opts.get("pool") == "map")
+    assert ("norm_pre.weight" in names) == opts.get("pre_norm", False)
+    assert ("fc_norm.weight" in names) != ("norm.weight" in names)
+    assert model.pos_embed.shape[1] == (0 if opts.get("no_embed_class") else P) + 16
+    assert len(model.attention_maps(x)) == 2
+
+
+def test_normalize_per_channel_and_default_unchanged():
+    from selfsup.data.spec import IMAGE_MEAN, IMAGE_STD, denormalize, normalize
+
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.equal(normalize(x), (x - IMAGE_MEAN) / IMAGE_STD)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.6, 0.7)
+    y = normalize(x, mean, std)
+    torch.testing.assert_close(y[:, 1], (x[:, 1] - 0.2) / 0.6)
+    torch.testing.assert_close(denormalize(y, mean, std), x)
+    torch.testing.assert_close(normalize(x[0], mean, std), y[0])  # (C, H, W) too
+    enc = build_encoder(EncoderConfig(size="custom", width=32, depth=1, heads=2, mean=mean, std=std), InputSpec())
+    assert (enc.input_mean, enc.input_std) == (mean, std)

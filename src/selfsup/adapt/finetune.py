@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.data.spec import normalize, to_float
+from selfsup.data.spec import to_float
+from selfsup.encoders import to_input
 from selfsup.encoders.inference import encode_images
 from selfsup.train.optim import param_groups
 
@@ -175,7 +176,7 @@ def train_classifier(
             if r.flip:
                 flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)[:, None, None, None]
                 x = torch.where(flip, x.flip(-1), x)
-        loss = F.cross_entropy(model(normalize(x)), labels[idx], label_smoothing=r.label_smoothing)
+        loss = F.cross_entropy(model(to_input(model.encoder, x)), labels[idx], label_smoothing=r.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,22 +1,33 @@
 """Encoders: the networks. ``build_encoder`` turns an ``EncoderConfig`` into a module whose
-``forward(x)`` gives pooled features (B, num_features) and which exposes ``num_features``."""
+``forward(x)`` gives pooled features (B, num_features) and which exposes ``num_features``.
+
+The module also carries ``input_mean`` / ``input_std`` (per channel, images in [0, 1]; None means
+selfsup's fixed 0.5 / 0.25), and ``to_input(encoder, x)`` is the one rule every caller uses to turn
+[0, 1] images into what the encoder reads. Public pretrained models load through ``encoders.hub``
+(``load_pretrained("hf:facebook/dinov2-small")``), which fills the same config.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from selfsup.data.spec import InputSpec
+from selfsup.data.spec import InputSpec, normalize
 from selfsup.encoders.vit import VisionTransformer, vit
 
 
 class EncoderConfig(BaseModel):
-    """Which network encodes the input. ViT sizes: tiny, small, base, large or custom."""
+    """Which network encodes the input. ViT sizes: tiny, small, base, large or custom.
+
+    The fields after ``cifar_stem`` describe public models (``encoders.hub`` sets them); their
+    defaults are selfsup's own networks, so configs written before them mean the same network.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["vit", "resnet18", "resnet50"] = "vit"
+    name: Literal["vit", "resnet18", "resnet34", "resnet50", "mobilenetv2"] = "vit"
     size: str = "tiny"
     patch_size: int = 4
     width: int | None = None
@@ -24,21 +35,72 @@ class EncoderConfig(BaseModel):
     heads: int | None = None
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
-    pool: Literal["token", "avg", "token+avg"] = "avg"
+    pool: Literal["token", "avg", "token+avg", "map"] = "avg"
     cifar_stem: bool = True
+    # -- shape fixed by the weights rather than the data (None: the InputSpec's)
+    img_size: int | None = None  # the stored position-embedding grid is img_size / patch_size
+    in_chans: int | None = None
+    # -- ViT options of public models (timm's argument names)
+    class_token: bool = True
+    reg_tokens: int = 0
+    no_embed_class: bool = False  # position embedding covers the patches only (DINOv2 + registers, timm)
+    pre_norm: bool = False  # LayerNorm before the blocks (CLIP's ln_pre)
+    fc_norm: bool = False  # final norm after pooling instead of on the tokens (timm avg-pool models)
+    init_values: float | None = None  # layer scale (DINOv2)
+    act: Literal["gelu", "quick_gelu", "gelu_tanh", "silu"] = "gelu"
+    mlp_layer: Literal["mlp", "swiglu"] = "mlp"
+    norm_eps: float = 1e-6
+    qkv_bias: bool = True
+    patch_bias: bool = True
+    pos_embed: Literal["sincos", "learn"] = "sincos"  # fixed sin-cos (selfsup, MAE) or learned
+    pos_antialias: bool = False  # antialiased bicubic when resizing the position grid (DINOv2 + registers)
+    # -- CNN options (MobileNetV2; Keras-trained weights need bn_eps 1e-3 and tf_padding)
+    width_mult: float = 1.0
+    bn_eps: float | None = None  # None: PyTorch's 1e-5
+    tf_padding: bool = False
+    # -- input normalisation, per channel, for images in [0, 1] (None: selfsup's fixed 0.5 / 0.25)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    source: str | None = None  # where pretrained weights came from, e.g. "hf:facebook/dinov2-small"
 
 
 def build_encoder(cfg: EncoderConfig, spec: InputSpec) -> nn.Module:
     """The encoder named by ``cfg`` for inputs shaped like ``spec``."""
+    in_chans = cfg.in_chans or spec.channels
     if cfg.name == "vit":
-        return vit(
-            cfg.size, img_size=spec.image_size, patch_size=cfg.patch_size, in_chans=spec.channels,
+        enc = vit(
+            cfg.size, img_size=cfg.img_size or spec.image_size, patch_size=cfg.patch_size, in_chans=in_chans,
             width=cfg.width, depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
-            drop_path_rate=cfg.drop_path, pool=cfg.pool,
+            drop_path_rate=cfg.drop_path, pool=cfg.pool, sincos_pos=cfg.pos_embed == "sincos",
+            class_token=cfg.class_token, reg_tokens=cfg.reg_tokens, no_embed_class=cfg.no_embed_class,
+            pre_norm=cfg.pre_norm, fc_norm=cfg.fc_norm, init_values=cfg.init_values, act_layer=cfg.act,
+            mlp_layer=cfg.mlp_layer, norm_eps=cfg.norm_eps, qkv_bias=cfg.qkv_bias, patch_bias=cfg.patch_bias,
+            pos_antialias=cfg.pos_antialias,
         )
-    from selfsup.encoders import resnet  # noqa: PLC0415  (optional until the ResNet lands)
+    elif cfg.name == "mobilenetv2":
+        from selfsup.encoders.mobilenet import MobileNetV2  # noqa: PLC0415
 
-    return resnet.build(cfg.name, in_chans=spec.channels, cifar_stem=cfg.cifar_stem)
+        enc = MobileNetV2(cfg.width_mult, in_chans=in_chans, bn_eps=cfg.bn_eps or 1e-5, tf_padding=cfg.tf_padding)
+    else:
+        from selfsup.encoders import resnet  # noqa: PLC0415  (optional until the ResNet lands)
+
+        enc = resnet.build(cfg.name, in_chans=in_chans, cifar_stem=cfg.cifar_stem)
+    enc.input_mean, enc.input_std = cfg.mean, cfg.std
+    return enc
 
 
-__all__ = ["EncoderConfig", "build_encoder", "VisionTransformer", "vit"]
+def input_stats(encoder: nn.Module) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """(mean, std) the encoder expects for images in [0, 1]; (None, None) = selfsup's fixed scale."""
+    return getattr(encoder, "input_mean", None), getattr(encoder, "input_std", None)
+
+
+def to_input(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] (B, C, H, W) -> what ``encoder`` reads: normalised with its own statistics
+    (selfsup's fixed scale for its own encoders), one grey channel repeated when it wants three."""
+    want = getattr(encoder, "in_chans", images.shape[1])
+    if images.shape[1] == 1 and want == 3:
+        images = images.expand(-1, 3, -1, -1)
+    return normalize(images, *input_stats(encoder))
+
+
+__all__ = ["EncoderConfig", "build_encoder", "input_stats", "to_input", "VisionTransformer", "vit"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from selfsup.data.spec import as_tensor, normalize, to_float
+from selfsup.data.spec import as_tensor, to_float
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -47,15 +47,18 @@ def encode_images(
 ) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> ``fn(x)`` of each batch concatenated, float32 on the CPU.
 
-    ``x`` is a batch moved to ``device`` (default the module's), ``to_float``-ed and
-    ``normalize``-d; ``fn`` defaults to ``module`` itself. Runs under ``eval_mode(module)``. With no
+    ``x`` is a batch moved to ``device`` (default the module's), ``to_float``-ed and turned into what
+    the encoder reads (``encoders.to_input``; the encoder is ``module.encoder`` for a model that wraps
+    one); ``fn`` defaults to ``module`` itself. Runs under ``eval_mode(module)``. With no
     images the result is ``torch.empty(empty)``.
     """
     images = as_tensor(images)
     device = torch.device(device) if device is not None else module_device(module)
-    fn = fn or module
+    from selfsup.encoders import to_input
+
+    fn, encoder = fn or module, getattr(module, "encoder", module)
     with eval_mode(module):
-        out = [fn(normalize(to_float(images[i : i + batch_size].to(device)))).float().cpu()
+        out = [fn(to_input(encoder, to_float(images[i : i + batch_size].to(device)))).float().cpu()
                for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(empty)
 

@@ -10,6 +10,12 @@ The transformer reuses the ViT's pre-norm ``Block`` with a mask: causal attentio
 of the real tokens or at ``<sot>`` (a CLS token, as BERT). A linear ``text_projection`` maps to
 the joint embedding. The fitted tokenizer is kept inside the module as a uint8 buffer holding
 its JSON, so a state dict (a checkpoint) carries it and ``load_state_dict`` restores it.
+
+Public text towers load into the same module (``encoders.hub.load_clip``): CLIP's (causal, pooled
+at the first ``eos_id`` or at the largest id, quick-GELU for OpenAI's, LayerNorm eps 1e-5) and
+SigLIP's (bidirectional without a padding mask, pooled at the last position, tanh-GELU, a
+projection with bias), with their own tokenizer.json and special ids (``pad_id``, ``eos_id``).
+``TextConfig`` holds every option, so ``build_text(cfg)`` rebuilds a loaded tower.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import nn
 
@@ -51,13 +58,16 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency:
     return tok
 
 
-def encode_batch(tok: Tokenizer, texts: Sequence[str], context_length: int) -> torch.Tensor:
-    """Texts -> token ids (B, context_length): ``<sot> ... <eot>``, truncated, padded with 0."""
-    out = torch.full((len(texts), context_length), PAD_ID, dtype=torch.long)
+def encode_batch(
+    tok: Tokenizer, texts: Sequence[str], context_length: int, pad_id: int = PAD_ID, eos_id: int | None = EOT_ID
+) -> torch.Tensor:
+    """Texts -> token ids (B, context_length): ``<sot> ... <eot>`` (whatever the tokenizer's
+    post-processor adds), truncated keeping ``eos_id`` last, right-padded with ``pad_id``."""
+    out = torch.full((len(texts), context_length), pad_id, dtype=torch.long)
     for i, enc in enumerate(tok.encode_batch(list(texts))):
         ids = enc.ids
         if len(ids) > context_length:
-            ids = ids[: context_length - 1] + [EOT_ID]
+            ids = ids[: context_length - 1] + [eos_id] if eos_id is not None else ids[:context_length]
         out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return out
 
@@ -87,15 +97,49 @@ class TextBlock(Block):
     """The ViT pre-norm block (same parameter names) whose attention takes a mask."""
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = True) -> torch.Tensor:
-        x = x + self._drop(masked_attention(self.attn, self.norm1(x), mask, causal))
-        return x + self._drop(self.mlp(self.norm2(x)))
+        x = x + self._drop(self.ls1(masked_attention(self.attn, self.norm1(x), mask, causal)))
+        return x + self._drop(self.ls2(self.mlp(self.norm2(x))))
+
+
+TextPool = Literal["eot", "mean", "cls", "eos", "argmax", "last"]
+
+
+class TextConfig(BaseModel):
+    """Every option of ``TextTransformer``; ``build_text(cfg)`` rebuilds the module (weights apart)."""
+
+    model_config = ConfigDict(extra="forbid")
+    vocab_size: int = 4096
+    context_length: int = 32
+    width: int = 256
+    depth: int = 4
+    heads: int = 4
+    output_dim: int = 256
+    causal: bool = True
+    pool: TextPool = "eot"
+    mlp_ratio: float = 4.0
+    act: Literal["gelu", "quick_gelu", "gelu_tanh", "silu"] = "gelu"
+    norm_eps: float = 1e-6
+    proj_bias: bool = False
+    init_values: float | None = None  # layer scale (some open_clip towers)
+    pad_id: int = PAD_ID
+    eos_id: int | None = EOT_ID
+    pad_mask: bool = True  # bidirectional attention ignores padding (SigLIP attends to it: False)
+
+
+def build_text(cfg: TextConfig) -> TextTransformer:
+    """The text tower described by ``cfg`` (random weights; load a state dict into it)."""
+    return TextTransformer(**cfg.model_dump())
 
 
 class TextTransformer(nn.Module):
     """Token ids (B, T) -> text embeddings (B, output_dim); T <= ``context_length``.
 
-    ``pool``: "eot" (the ``<eot>`` token, i.e. the last real one; CLIP, needs ``causal``),
-    "mean" (mean of the real tokens) or "cls" (the ``<sot>`` token; needs bidirectional).
+    ``pool``: "eot" (the ``<eot>`` token, i.e. the last non-pad one; needs ``causal``), "mean"
+    (mean of the non-pad tokens), "cls" (the first token; needs bidirectional), "eos" (the first
+    ``eos_id``: Hugging Face CLIP), "argmax" (the largest id, which is ``<|endoftext|>`` in CLIP's
+    vocabulary: open_clip and older Hugging Face CLIP configs) or "last" (the last position: SigLIP,
+    which pads every text to the context length). Padding is ``pad_id``; bidirectional attention
+    masks it out unless ``pad_mask=False``.
     Parameters: ``token_embedding``, ``positional_embedding`` (1, L, D), ``blocks.{i}`` (ViT
     names), ``ln_final``, ``text_projection``; buffer ``tokenizer_json``.
     """
@@ -109,23 +153,38 @@ class TextTransformer(nn.Module):
         heads: int = 4,
         output_dim: int = 256,
         causal: bool = True,
-        pool: Literal["eot", "mean", "cls"] = "eot",
+        pool: TextPool = "eot",
         mlp_ratio: float = 4.0,
+        *,
+        act: str = "gelu",
+        norm_eps: float = 1e-6,
+        proj_bias: bool = False,
+        init_values: float | None = None,
+        pad_id: int = PAD_ID,
+        eos_id: int | None = EOT_ID,
+        pad_mask: bool = True,
     ):
         super().__init__()
         if pool == "eot" and not causal:
             pool = "mean"  # without a causal mask the last token is no summary; fall back to the mean
         if pool == "cls" and causal:
             raise ValueError("cls pooling needs bidirectional attention (causal=False)")
+        if pool == "eos" and eos_id is None:
+            raise ValueError("eos pooling needs an eos_id")
         self.vocab_size, self.context_length = vocab_size, context_length
         self.width, self.causal, self.pool, self.output_dim = width, causal, pool, output_dim
+        self.pad_id, self.eos_id, self.pad_mask = pad_id, eos_id, pad_mask
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.positional_embedding = nn.Parameter(torch.zeros(1, context_length, width))
-        self.blocks = nn.ModuleList(TextBlock(width, heads, mlp_ratio) for _ in range(depth))
-        self.ln_final = nn.LayerNorm(width, eps=1e-6)
-        self.text_projection = nn.Linear(width, output_dim, bias=False)
+        self.blocks = nn.ModuleList(
+            TextBlock(width, heads, mlp_ratio, act=act, norm_eps=norm_eps, init_values=init_values)
+            for _ in range(depth)
+        )
+        self.ln_final = nn.LayerNorm(width, eps=norm_eps)
+        self.text_projection = nn.Linear(width, output_dim, bias=proj_bias)
         self.register_buffer("tokenizer_json", torch.zeros(0, dtype=torch.uint8))
         self._tokenizer: Tokenizer | None = None
+        self.missing_tokenizer_reason: str | None = None  # set by loaders that found no tokenizer.json
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         for m in self.blocks.modules():
@@ -133,6 +192,8 @@ class TextTransformer(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.text_projection.weight, std=width**-0.5)
+        if self.text_projection.bias is not None:
+            nn.init.zeros_(self.text_projection.bias)
 
     # -- tokenizer ------------------------------------------------------------------------------
     def set_tokenizer(self, tok: Tokenizer) -> None:
@@ -147,7 +208,8 @@ class TextTransformer(nn.Module):
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
             if self.tokenizer_json.numel() == 0:
-                raise RuntimeError("no tokenizer yet: fit one (method.prepare(source, run_dir)) or set_tokenizer")
+                raise RuntimeError(self.missing_tokenizer_reason
+                                   or "no tokenizer yet: fit one (method.prepare(source, run_dir)) or set_tokenizer")
             self._tokenizer = Tokenizer.from_str(bytes(self.tokenizer_json.cpu().numpy()).decode("utf-8"))
         return self._tokenizer
 
@@ -160,7 +222,8 @@ class TextTransformer(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Texts -> ids (B, context_length) on the module's device."""
-        return encode_batch(self.tokenizer, texts, self.context_length).to(self.positional_embedding.device)
+        ids = encode_batch(self.tokenizer, texts, self.context_length, self.pad_id, self.eos_id)
+        return ids.to(self.positional_embedding.device)
 
     # -- network --------------------------------------------------------------------------------
     def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -168,25 +231,32 @@ class TextTransformer(nn.Module):
         T = tokens.shape[1]
         if T > self.context_length:
             raise ValueError(f"{T} tokens exceed the context length {self.context_length}")
-        mask = tokens != PAD_ID
+        mask = tokens != self.pad_id if self.pad_mask and not self.causal else None
         x = self.token_embedding(tokens) + self.positional_embedding[:, :T]
         for block in self.blocks:
             x = block(x, mask, self.causal)
         return self.ln_final(x)
 
+    def pool_tokens(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Normed token features (B, T, width) and their ids (B, T) -> pooled (B, width), per ``pool``."""
+        rows = torch.arange(len(x), device=x.device)
+        if self.pool == "eot":  # the last non-pad token: <eot> (right padding)
+            last = (tokens != self.pad_id).long().sum(dim=1).clamp(min=1) - 1
+            return x[rows, last]
+        if self.pool == "eos":
+            return x[rows, (tokens == self.eos_id).int().argmax(dim=1)]
+        if self.pool == "argmax":
+            return x[rows, tokens.argmax(dim=1)]
+        if self.pool == "last":
+            return x[:, -1]
+        if self.pool == "cls":
+            return x[:, 0]
+        m = (tokens != self.pad_id).unsqueeze(-1).to(x.dtype)
+        return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Ids (B, T) -> pooled and projected (B, output_dim), not normalised."""
-        x = self.forward_features(tokens)
-        mask = tokens != PAD_ID
-        if self.pool == "eot":  # the last real token: <eot> (right padding)
-            last = mask.long().sum(dim=1).clamp(min=1) - 1
-            feats = x[torch.arange(len(x), device=x.device), last]
-        elif self.pool == "cls":
-            feats = x[:, 0]
-        else:
-            m = mask.unsqueeze(-1).to(x.dtype)
-            feats = (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
-        return self.text_projection(feats)
+        return self.text_projection(self.pool_tokens(self.forward_features(tokens), tokens))
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """Texts -> embeddings (B, output_dim), not normalised."""
@@ -197,6 +267,6 @@ class TextTransformer(nn.Module):
 
 
 __all__ = [
-    "TextTransformer", "TextBlock", "masked_attention", "train_tokenizer", "encode_batch", "decode",
-    "PAD_ID", "SOT_ID", "EOT_ID",
+    "TextTransformer", "TextBlock", "TextConfig", "build_text", "masked_attention", "train_tokenizer",
+    "encode_batch", "decode", "PAD_ID", "SOT_ID", "EOT_ID",
 ]

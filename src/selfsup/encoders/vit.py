@@ -6,9 +6,19 @@ ones), and attention goes through ``scaled_dot_product_attention`` unless the we
 for (attention maps).
 
 Parameter names follow ``timm.models.vision_transformer.VisionTransformer``:
-``cls_token``, ``pos_embed`` (1, 1 + N, D), ``patch_embed.proj``, ``blocks.{i}.norm1``,
-``blocks.{i}.attn.qkv``, ``blocks.{i}.attn.proj``, ``blocks.{i}.norm2``, ``blocks.{i}.mlp.fc1``,
-``blocks.{i}.mlp.fc2``, ``norm``, ``head``; so a state dict moves between the two unchanged.
+``cls_token``, ``reg_token``, ``pos_embed`` (1, [prefix +] N, D), ``patch_embed.proj``, ``norm_pre``,
+``blocks.{i}.norm1``, ``blocks.{i}.attn.qkv``, ``blocks.{i}.attn.proj``, ``blocks.{i}.ls1.gamma``,
+``blocks.{i}.norm2``, ``blocks.{i}.mlp.fc1``, ``blocks.{i}.mlp.fc2``, ``blocks.{i}.ls2.gamma``,
+``norm``, ``fc_norm``, ``attn_pool.*``, ``head``; so a state dict moves between the two unchanged.
+
+The options public models need, all off by default (the default network is selfsup's own):
+layer scale (``init_values``, DINOv2), register tokens (``reg_tokens``, DINOv2 with registers),
+no class token and attention pooling (``class_token=False``, ``pool="map"``, SigLIP), a LayerNorm
+before the blocks (``pre_norm``, CLIP's ``ln_pre``), the activation (``act_layer``: "gelu",
+"quick_gelu" for OpenAI CLIP, "gelu_tanh" for SigLIP, "silu"), packed SwiGLU MLPs
+(``mlp_layer="swiglu"``, DINOv2 giant), the LayerNorm eps, biases of the patch embedding and qkv,
+position embeddings that skip the prefix tokens (``no_embed_class``), and ``fc_norm`` (the final
+norm after average pooling instead of on the tokens).
 """
 
 from __future__ import annotations
@@ -27,8 +37,11 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool = True) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding as in MAE: (1, [1 +] gh * gw, dim)."""
+def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool | int = True) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding as in MAE: (1, [P +] gh * gw, dim).
+
+    ``cls_token`` True (or a count P) prepends that many zero rows for the prefix tokens.
+    """
     gh, gw = grid
     assert dim % 4 == 0, "sin-cos position embedding needs a width divisible by 4"
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4.0))
@@ -41,7 +54,7 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool = True) ->
         out += [torch.sin(angles), torch.cos(angles)]
     emb = torch.cat(out, dim=1).float()
     if cls_token:
-        emb = torch.cat([torch.zeros(1, dim), emb], dim=0)
+        emb = torch.cat([torch.zeros(int(cls_token), dim), emb], dim=0)
     return emb.unsqueeze(0)
 
 
@@ -52,10 +65,10 @@ class PatchEmbed(nn.Module):
     on CPU, and lets MAE embed only the visible patches (``keep`` (B, n) -> (B, n, D)).
     """
 
-    def __init__(self, patch_size: int, in_chans: int, dim: int):
+    def __init__(self, patch_size: int, in_chans: int, dim: int, bias: bool = True):
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size, bias=bias)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         if type(self.proj) is not nn.Conv2d:  # replaced or wrapped (e.g. by an adapter): call it
@@ -96,26 +109,99 @@ class Attention(nn.Module):
         return (out, attn) if return_attention else out
 
 
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP was trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh", "silu")
+
+
+def make_act(name: str) -> nn.Module:
+    """Activation by name: gelu (exact), quick_gelu (OpenAI CLIP), gelu_tanh (SigLIP), silu."""
+    if name == "gelu":
+        return nn.GELU()
+    if name == "quick_gelu":
+        return QuickGELU()
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    if name == "silu":
+        return nn.SiLU()
+    raise ValueError(f"unknown activation {name!r}; choose from {', '.join(ACTIVATIONS)}")
+
+
+def mlp_hidden(dim: int, ratio: float) -> int:
+    """int(dim * ratio), immune to the float error of a ratio stored as hidden / dim (e.g. 4304 / 1152)."""
+    return int(dim * ratio + 1e-6)
+
+
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, act: str = "gelu"):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
+        self.act = make_act(act)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block with stochastic depth."""
+class GluMlp(nn.Module):
+    """Packed SwiGLU (timm's ``SwiGLUPacked``, DINOv2's ``w12``/``w3``): fc1 gives [x1, x2] (2 * h),
+    out = fc2(silu(x1) * x2). ``hidden`` is fc1's width, 2 * h, as in timm."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(self, dim: int, hidden: int, act: str = "silu"):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = make_act(act)
+        self.fc2 = nn.Linear(hidden // 2, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(self.act(x1) * x2)
+
+
+class LayerScale(nn.Module):
+    """Per-channel residual-branch scale (Touvron et al. 2021, CaiT); timm's name ``gamma``."""
+
+    def __init__(self, dim: int, init_values: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with stochastic depth and optional layer scale."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        *,
+        qkv_bias: bool = True,
+        act: str = "gelu",
+        norm_eps: float = 1e-6,
+        init_values: float | None = None,
+        mlp_layer: str = "mlp",
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, heads, qkv_bias)
+        self.ls1 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        if mlp_layer == "swiglu":
+            self.mlp = GluMlp(dim, mlp_hidden(dim, mlp_ratio), act)
+        elif mlp_layer == "mlp":
+            self.mlp = Mlp(dim, mlp_hidden(dim, mlp_ratio), act)
+        else:
+            raise ValueError(f"unknown mlp_layer {mlp_layer!r}; use mlp or swiglu")
+        self.ls2 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path = drop_path
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,18 +213,51 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         if return_attention:
             y, attn = self.attn(self.norm1(x), return_attention=True)
-            x = x + y
-            return x + self.mlp(self.norm2(x)), attn
-        x = x + self._drop(self.attn(self.norm1(x)))
-        return x + self._drop(self.mlp(self.norm2(x)))
+            x = x + self.ls1(y)
+            return x + self.ls2(self.mlp(self.norm2(x))), attn
+        x = x + self._drop(self.ls1(self.attn(self.norm1(x))))
+        return x + self._drop(self.ls2(self.mlp(self.norm2(x))))
+
+
+class AttentionPoolLatent(nn.Module):
+    """Multi-head attention pooling with one learned query (timm ``attn_pool``, SigLIP's MAP head).
+
+    (B, T, D) -> (B, D): the latent attends to all tokens, then a residual MLP on a LayerNorm.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, act: str = "gelu", norm_eps: float = 1e-6):
+        super().__init__()
+        self.heads = heads
+        self.latent = nn.Parameter(torch.zeros(1, 1, dim))
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, mlp_hidden(dim, mlp_ratio), act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        h = self.heads
+        q = self.q(self.latent).view(1, 1, h, D // h).transpose(1, 2).expand(B, -1, -1, -1)
+        k, v = self.kv(x).view(B, T, 2, h, D // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, 1, D)
+        out = self.proj(out)
+        return (out + self.mlp(self.norm(out)))[:, 0]
 
 
 class VisionTransformer(nn.Module):
     """ViT encoder. ``forward(x)`` gives pooled features (B, D), or logits with ``num_classes``.
 
     ``img_size`` only fixes the stored position-embedding grid; other sizes divisible by the patch
-    size work by interpolating it. ``pool`` is "token" (CLS), "avg" (mean of patch tokens) or
-    "token+avg" (both concatenated, 2 * D wide).
+    size work by interpolating it (bicubic, ``align_corners=False``, in float32, the patch part only:
+    what Hugging Face's ``interpolate_pos_encoding`` does for ViT, ViTMAE, DINOv2, CLIP and SigLIP;
+    ``pos_antialias=True`` adds the antialiased kernel of ``Dinov2WithRegisters`` and timm's
+    ``resample_abs_pos_embed``. What differs: facebookresearch/dinov2 itself passes a scale factor
+    (n + 0.1) / N instead of the output size, so it samples the grid at slightly shifted points;
+    tokens computed at the training size are unaffected). ``pool`` is "token" (CLS), "avg" (mean of patch
+    tokens), "token+avg" (both concatenated, 2 * D wide) or "map" (attention pooling).
+
+    Tokens are ordered [CLS, registers, patches]; ``num_prefix_tokens`` counts the first two.
     """
 
     def __init__(
@@ -154,29 +273,69 @@ class VisionTransformer(nn.Module):
         pool: str = "token",
         drop_path_rate: float = 0.0,
         sincos_pos: bool = True,
+        *,
+        class_token: bool = True,
+        reg_tokens: int = 0,
+        no_embed_class: bool = False,
+        pre_norm: bool = False,
+        fc_norm: bool = False,
+        init_values: float | None = None,
+        act_layer: str = "gelu",
+        mlp_layer: str = "mlp",
+        norm_eps: float = 1e-6,
+        qkv_bias: bool = True,
+        patch_bias: bool = True,
+        pos_antialias: bool = False,
     ):
         super().__init__()
+        if pool not in ("token", "avg", "token+avg", "map"):
+            raise ValueError(f"unknown pool {pool!r}; use token, avg, token+avg or map")
+        if "token" in pool and not class_token:
+            raise ValueError(f"pool {pool!r} needs a class token")
+        if fc_norm and pool == "token+avg":
+            raise ValueError("fc_norm works with one pooled vector (token, avg or map), not token+avg")
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.embed_dim, self.depth, self.num_heads = embed_dim, depth, num_heads
-        self.pool = pool
+        self.pool, self.no_embed_class, self.pos_antialias = pool, no_embed_class, pos_antialias
         self.grid = (img_size // patch_size, img_size // patch_size)
         self.num_patches = self.grid[0] * self.grid[1]
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_patches, embed_dim), requires_grad=not sincos_pos)
+        self.num_prefix_tokens = int(class_token) + reg_tokens
+        self.num_pos_prefix = 0 if no_embed_class else self.num_prefix_tokens  # prefix rows of pos_embed
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, bias=patch_bias)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_pos_prefix + self.num_patches, embed_dim), requires_grad=not sincos_pos
+        )
+        self.norm_pre = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, r) for r in rates)
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, r, qkv_bias=qkv_bias, act=act_layer, norm_eps=norm_eps,
+                  init_values=init_values, mlp_layer=mlp_layer)
+            for r in rates
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if not fc_norm else nn.Identity()
+        self.attn_pool = (
+            AttentionPoolLatent(embed_dim, num_heads, mlp_ratio, act_layer, norm_eps) if pool == "map" else None
+        )
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if fc_norm else nn.Identity()
         self.num_features = embed_dim * (2 if pool == "token+avg" else 1)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         self._init_weights(sincos_pos)
 
     def _init_weights(self, sincos_pos: bool) -> None:
         if sincos_pos:
-            self.pos_embed.data.copy_(sincos_pos_embed(self.embed_dim, self.grid))
+            self.pos_embed.data.copy_(
+                sincos_pos_embed(self.embed_dim, self.grid, cls_token=self.num_pos_prefix)
+            )
         else:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.normal_(self.cls_token, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=0.02)
+        if self.reg_token is not None:
+            nn.init.normal_(self.reg_token, std=0.02)
+        if self.attn_pool is not None:
+            nn.init.trunc_normal_(self.attn_pool.latent, std=self.embed_dim**-0.5)
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         for m in self.modules():
@@ -196,69 +355,116 @@ class VisionTransformer(nn.Module):
         return H // p, W // p
 
     def pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
-        """Position embedding (1, 1 + gh * gw, D), bicubically resized if the grid differs."""
+        """Position embedding (1, [prefix +] gh * gw, D), the patch part bicubically resized if the grid differs."""
         if grid == self.grid:
             return self.pos_embed
-        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        P = self.num_pos_prefix
+        prefix_pos, patch_pos = self.pos_embed[:, :P], self.pos_embed[:, P:]
         patch_pos = patch_pos.reshape(1, *self.grid, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic", align_corners=False)
-        return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
+        patch_pos = F.interpolate(
+            patch_pos.float(), size=grid, mode="bicubic", align_corners=False, antialias=self.pos_antialias
+        ).to(patch_pos.dtype)
+        return torch.cat([prefix_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
 
     def embed_patches(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, H, W) -> patch tokens with position embedding, (B, N, D); no CLS token.
+        """(B, C, H, W) -> patch tokens with position embedding, (B, N, D); no prefix tokens.
 
         With ``keep`` (B, n) only those patches are embedded, (B, n, D): what MAE's encoder sees.
         """
-        pos = self.pos_embed_for(self.grid_for(x))[:, 1:]
+        pos = self.pos_embed_for(self.grid_for(x))[:, self.num_pos_prefix:]
         if keep is not None:
             pos = torch.gather(pos.expand(x.shape[0], -1, -1), 1, keep.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
         return self.patch_embed(x, keep) + pos
 
-    def _prefix_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Patch tokens (B, N, D) -> (B, 1 + N, D) with the CLS token (and its position) first."""
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
-        return torch.cat([cls, tokens], dim=1)
+    def _prefix_tokens(self, batch: int) -> torch.Tensor | None:
+        """[CLS, registers] with their position embedding (unless ``no_embed_class``), (B, P, D)."""
+        parts = [t for t in (self.cls_token, self.reg_token) if t is not None]
+        if not parts:
+            return None
+        prefix = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if self.num_pos_prefix:
+            prefix = prefix + self.pos_embed[:, : self.num_pos_prefix]
+        return prefix.expand(batch, -1, -1)
+
+    def _pos_embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Patch tokens with positions (B, n, D) -> the blocks' input: prefix tokens first, then ``norm_pre``.
+
+        The one place that adds the CLS and register tokens; every path into the blocks goes through it.
+        """
+        prefix = self._prefix_tokens(tokens.shape[0])
+        x = tokens if prefix is None else torch.cat([prefix, tokens], dim=1)
+        return self.norm_pre(x)
 
     def forward_tokens(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Patch tokens (B, N, D), optionally only ``keep`` (B, n) of them -> normed (B, 1 + n, D)."""
+        """Patch tokens (B, N, D), optionally only ``keep`` (B, n) of them -> normed (B, P + n, D)."""
         if keep is not None:
             tokens = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        x = self._prefix_tokens(tokens)
+        x = self._pos_embed(tokens)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int], norm: bool = False) -> list[torch.Tensor]:
-        """Images (B, C, H, W) -> patch tokens (B, N, D) after each block in ``indices`` (0-based), as timm.
-
-        The blocks run only up to the deepest one asked for; the CLS token is dropped from the
-        outputs; ``norm`` applies the final norm (trained for the last block's output only).
-        """
-        if not indices or not all(0 <= i < len(self.blocks) for i in indices):
-            raise ValueError(f"layers {tuple(indices)} are not blocks of a {len(self.blocks)}-block encoder")
-        last = max(indices)
-        t = self._prefix_tokens(self.embed_patches(x))
-        out = []
-        for i, block in enumerate(self.blocks[: last + 1]):
-            t = block(t)
-            if i in indices:
-                out.append((self.norm(t) if norm else t)[:, 1:])
-        return out
-
     def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) -> normed tokens (B, 1 + N, D), CLS first."""
+        """Images (B, C, H, W) -> normed tokens (B, P + N, D): CLS, registers, then patches."""
         return self.forward_tokens(self.embed_patches(x), keep)
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        return_prefix_tokens: bool = False,
+        intermediates_only: bool = False,
+    ):
+        """Patch tokens after the blocks in ``indices``, in the spirit of timm's method of that name.
+
+        ``indices``: None = every block, an int n = the last n blocks, a sequence = those blocks
+        (0-based, negative counts from the end). ``norm`` applies the final ``norm`` to each.
+        ``output_fmt``: "NCHW" (B, D, gh, gw) as timm, "NHWC" (B, gh, gw, D) or "NLC" (B, N, D).
+        With ``return_prefix_tokens`` each entry is (patch tokens, prefix tokens (B, P, D)).
+        Returns the list, or (final normed tokens (B, P + N, D), list) unless ``intermediates_only``;
+        with ``intermediates_only`` the blocks after the deepest index are not run.
+        """
+        if output_fmt not in ("NCHW", "NHWC", "NLC"):
+            raise ValueError(f"output_fmt must be NCHW, NHWC or NLC, not {output_fmt!r}")
+        if indices is None:
+            take = list(range(self.depth))
+        elif isinstance(indices, int):
+            take = list(range(self.depth - indices, self.depth))
+        else:
+            take = [i % self.depth if -self.depth <= i < self.depth else i for i in indices]
+        if not take or not all(0 <= i < self.depth for i in take):
+            raise ValueError(f"indices {indices} are not blocks of a {self.depth}-block ViT")
+        gh, gw = self.grid_for(x)
+        t = self._pos_embed(self.embed_patches(x))
+        P = self.num_prefix_tokens
+        out = []
+        last = max(take) if intermediates_only else self.depth - 1
+        for i, block in enumerate(self.blocks[: last + 1]):
+            t = block(t)
+            if i in take:
+                y = self.norm(t) if norm else t
+                patches = y[:, P:]
+                if output_fmt == "NHWC":
+                    patches = patches.reshape(y.shape[0], gh, gw, -1)
+                elif output_fmt == "NCHW":
+                    patches = patches.reshape(y.shape[0], gh, gw, -1).permute(0, 3, 1, 2)
+                out.append((patches, y[:, :P]) if return_prefix_tokens else patches)
+        return out if intermediates_only else (self.norm(t), out)
+
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens (B, 1 + N, D) -> pooled (B, num_features) -> head."""
-        if self.pool == "token":
+        """Tokens (B, P + N, D) -> pooled (B, num_features) -> fc_norm -> head."""
+        if self.pool == "map":
+            feats = self.attn_pool(tokens)
+        elif self.pool == "token":
             feats = tokens[:, 0]
         elif self.pool == "avg":
-            feats = tokens[:, 1:].mean(dim=1)
-        elif self.pool == "token+avg":
-            feats = torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=-1)
-        else:
-            raise ValueError(f"unknown pool {self.pool!r}; use token, avg or token+avg")
+            feats = tokens[:, self.num_prefix_tokens:].mean(dim=1)
+        else:  # token+avg
+            feats = torch.cat([tokens[:, 0], tokens[:, self.num_prefix_tokens:].mean(dim=1)], dim=-1)
+        feats = self.fc_norm(feats)
         return feats if pre_logits else self.head(feats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -266,8 +472,8 @@ class VisionTransformer(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Softmax attention weights of every block, each (B, heads, 1 + N, 1 + N)."""
-        t = self._prefix_tokens(self.embed_patches(x))
+        """Softmax attention weights of every block, each (B, heads, P + N, P + N)."""
+        t = self._pos_embed(self.embed_patches(x))
         maps = []
         for block in self.blocks:
             t, attn = block(t, return_attention=True)
@@ -275,7 +481,7 @@ class VisionTransformer(nn.Module):
         return maps
 
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token"}
+        return {"pos_embed", "cls_token", "reg_token"}
 
     @property
     def num_layers(self) -> int:
@@ -283,8 +489,9 @@ class VisionTransformer(nn.Module):
         return len(self.blocks) + 1
 
     def layer_id(self, name: str) -> int:
-        """The layer of parameter ``name``: patch/position embeddings and CLS 0, block i i + 1, the rest the top."""
-        if name.startswith(("patch_embed", "cls_token", "pos_embed")):
+        """The layer of parameter ``name``: embeddings, prefix tokens and ``norm_pre`` 0, block i i + 1, the
+        rest (final norm, pooling, head) the top."""
+        if name.startswith(("patch_embed", "cls_token", "reg_token", "pos_embed", "norm_pre")):
             return 0
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
@@ -314,11 +521,14 @@ def vit(
 
 
 def vit_flops_per_image(model: VisionTransformer, tokens: int | None = None) -> float:
-    """Forward multiply-adds x 2 of the transformer blocks for ``tokens`` tokens (default all + CLS)."""
-    T = (tokens if tokens is not None else model.num_patches) + 1
+    """Forward multiply-adds x 2 of the transformer blocks for ``tokens`` tokens (default all + prefix)."""
+    T = (tokens if tokens is not None else model.num_patches) + model.num_prefix_tokens
     D = model.embed_dim
     per_block = 2 * T * (4 * D * D + 2 * 4 * D * D) + 2 * 2 * T * T * D
     return float(model.depth * per_block + 2 * model.num_patches * model.in_chans * model.patch_size**2 * D)
 
 
-__all__ = ["VisionTransformer", "vit", "sincos_pos_embed", "PRESETS", "vit_flops_per_image"]
+__all__ = [
+    "VisionTransformer", "vit", "sincos_pos_embed", "PRESETS", "vit_flops_per_image", "Block", "Attention", "Mlp",
+    "GluMlp", "LayerScale", "AttentionPoolLatent", "QuickGELU", "make_act", "ACTIVATIONS",
+]

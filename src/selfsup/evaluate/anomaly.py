@@ -53,9 +53,8 @@ def vit_block_tokens(encoder: VisionTransformer, x: torch.Tensor, layers: tuple[
     layer-normalised without affine parameters (the encoder's final ``norm`` is trained for the
     last block only), which also puts the chosen blocks on one scale before they are concatenated.
     """
-    gh, gw = encoder.grid_for(x)
-    return [F.layer_norm(t, t.shape[-1:]).reshape(t.shape[0], gh, gw, -1)
-            for t in encoder.forward_intermediates(x, layers)]
+    return [F.layer_norm(t, t.shape[-1:])
+            for t in encoder.forward_intermediates(x, layers, output_fmt="NHWC", intermediates_only=True)]
 
 
 def aggregate_3x3(feats: torch.Tensor) -> torch.Tensor:
@@ -77,13 +76,11 @@ def patch_features(
 
     F = len(layers) * D: the tokens of each block in ``layers`` (default ``default_layers``),
     each optionally 3x3-averaged over the grid, concatenated, optionally L2-normalised.
-    Grey images are repeated to three channels when the encoder wants three.
+    Images reach the encoder as ``encoders.to_input`` makes them (grey repeated when it wants three channels).
     """
     layers = tuple(layers) if layers is not None else default_layers(len(encoder.blocks))
 
     def features(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1 and encoder.in_chans == 3:
-            x = x.expand(-1, 3, -1, -1)
         feats = vit_block_tokens(encoder, x, layers)
         if aggregate:
             feats = [aggregate_3x3(f) for f in feats]

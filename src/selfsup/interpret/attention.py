@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
-from selfsup.data.spec import as_tensor, normalize, to_float
+from selfsup.data.spec import as_tensor, to_float
+from selfsup.encoders import to_input
 from selfsup.encoders.inference import eval_mode
 from selfsup.encoders.vit import VisionTransformer
 
 
-def encoder_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 or [0, 1] float images (B, C, H, W) -> what the encoder sees, float (B, C, H, W)."""
+def encoder_input(encoder: nn.Module, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 or [0, 1] float images (B, C, H, W) -> what ``encoder`` reads, float (B, C, H, W)."""
     x = as_tensor(images)
-    return normalize(to_float(x.clone() if x.dtype == torch.uint8 else x))
+    return to_input(encoder, to_float(x.clone() if x.dtype == torch.uint8 else x))
 
 
 def cls_attention(attentions: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
@@ -69,7 +71,7 @@ def vit_attention(
     Runs on the encoder's device in eval mode (its mode is restored); outputs are float32 on the CPU.
     """
     p = next(encoder.parameters())
-    x = encoder_input(images).to(device=p.device, dtype=p.dtype)
+    x = encoder_input(encoder, images).to(device=p.device, dtype=p.dtype)
     grid = encoder.grid_for(x)
     with eval_mode(encoder):
         maps = encoder.attention_maps(x)

@@ -30,8 +30,8 @@ from torch import nn
 
 from selfsup import distributed
 from selfsup.data.augment import horizontal_flip, random_resized_crop
-from selfsup.data.spec import InputSpec, captions_of, normalize, to_float
-from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.data.spec import InputSpec, captions_of, to_float
+from selfsup.encoders import EncoderConfig, build_encoder, to_input
 from selfsup.encoders.audio import LogMel, spec_augment
 from selfsup.encoders.text import TextTransformer, train_tokenizer
 from selfsup.methods.gather import gather_offset, gather_with_grad
@@ -172,7 +172,7 @@ class CLIP(nn.Module):
 
     def embed(self, x) -> torch.Tensor:
         """Images / waveforms / batch -> joint-space embeddings (B, E), not normalised, no augmentation."""
-        return self.image_projection(self.encoder(normalize(self._inputs(x))))
+        return self.image_projection(self.encoder(to_input(self.encoder, self._inputs(x))))
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Training augmentation of images in [0, 1] or log-mel spectrograms (B, C, H, W)."""
@@ -192,7 +192,7 @@ class CLIP(nn.Module):
         x = self._inputs(batch)
         if self.training:
             x = self.augment(x)
-        img = F.normalize(self.image_projection(self.encoder(normalize(x))), dim=-1)
+        img = F.normalize(self.image_projection(self.encoder(to_input(self.encoder, x))), dim=-1)
         txt = F.normalize(self.text.encode(batch["text"]), dim=-1)
         loss = self.contrastive_loss(img, txt)
         with torch.no_grad():

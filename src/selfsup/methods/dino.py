@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from selfsup.data.augment import dino_views, local_crop_size
-from selfsup.data.spec import InputSpec, normalize, to_float
-from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.data.spec import InputSpec, to_float
+from selfsup.encoders import EncoderConfig, build_encoder, to_input
 from selfsup.methods.gather import all_reduce_mean
 
 
@@ -163,10 +163,10 @@ class DINO(nn.Module):
                            global_scale=self.cfg.global_scale, local_scale=self.cfg.local_scale)
         progress = float(self.progress)
         freeze = self.training and 0 <= progress < self.cfg.freeze_last_layer
-        globals_ = normalize(torch.cat(views[:2]))
+        globals_ = to_input(self.encoder, torch.cat(views[:2]))
         student = [self.head(self.encoder(globals_), freeze_last=freeze)]
         if n_local:  # one pass per resolution, as DINO's MultiCropWrapper
-            student.append(self.head(self.encoder(normalize(torch.cat(views[2:]))), freeze_last=freeze))
+            student.append(self.head(self.encoder(to_input(self.encoder, torch.cat(views[2:]))), freeze_last=freeze))
         student_out = list(torch.cat(student).split(B))
         with torch.no_grad():
             teacher = self.teacher_head(self.teacher_encoder(globals_))

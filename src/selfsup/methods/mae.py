@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from selfsup.data.augment import horizontal_flip, random_resized_crop
-from selfsup.data.spec import InputSpec, denormalize, normalize
-from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.data.spec import InputSpec, denormalize
+from selfsup.encoders import EncoderConfig, build_encoder, input_stats, to_input
 from selfsup.encoders.vit import Block, sincos_pos_embed
 
 CROP_SCALE = (0.35, 1.0)  # MAE's random resized crop keeps at least 35% of the area (He et al. 2021, A.1)
@@ -117,7 +117,7 @@ class MAE(nn.Module):
             images = random_resized_crop(images, scale=CROP_SCALE)
         if self.training and "flip" in self.cfg.augment:
             images = horizontal_flip(images)
-        x = normalize(images)
+        x = to_input(self.encoder, images)
         gh, gw = self.encoder.grid_for(x)
         ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
         keep, mask, restore = random_masking(x.shape[0], gh * gw, ratio, device=x.device)
@@ -130,18 +130,19 @@ class MAE(nn.Module):
     def reconstruct(self, images: torch.Tensor, mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
         """Float images in [0, 1] (B, C, H, W) -> masked input, reconstruction and the two pasted, all
         (B, C, H, W) in [0, 1], and ``mask`` (B, H, W) bool, True on the pixels of hidden patches."""
-        x = normalize(images)
+        x = to_input(self.encoder, images)
         out = self.forward({"image": images}, mask_ratio)
         pred, mask = out["pred"], out["mask"]
         if self.cfg.norm_pix_loss:  # undo the per-patch normalisation with the true patch stats
             target = patchify(x, self.patch_size)
             pred = pred * (target.var(-1, keepdim=True) + 1e-6).sqrt() + target.mean(-1, keepdim=True)
         grid, p, C = self.encoder.grid_for(x), self.patch_size, self.encoder.in_chans
-        recon = unpatchify(pred, p, C, grid)
+        recon = denormalize(unpatchify(pred, p, C, grid), *input_stats(self.encoder))
         m = unpatchify(mask.unsqueeze(-1).expand(-1, -1, p * p * C), p, C, grid)
+        images = images.expand_as(recon)  # a grey image shown as the encoder read it
         return {
             "masked": images * (1 - m),
-            "reconstruction": denormalize(recon),
-            "pasted": images * (1 - m) + denormalize(recon) * m,
+            "reconstruction": recon,
+            "pasted": images * (1 - m) + recon * m,
             "mask": m[:, 0] > 0.5,
         }

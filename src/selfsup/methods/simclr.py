@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from selfsup.data.augment import simclr_views
-from selfsup.data.spec import InputSpec, normalize, to_float
-from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.data.spec import InputSpec, to_float
+from selfsup.encoders import EncoderConfig, build_encoder, to_input
 from selfsup.methods.gather import gather_offset, gather_with_grad
 
 
@@ -74,7 +74,7 @@ class SimCLR(nn.Module):
     def forward(self, batch: dict) -> dict:
         images = to_float(batch["image"])
         v1, v2 = simclr_views(images, scale=self.cfg.crop_scale, jitter=self.cfg.jitter, blur=self.cfg.blur)
-        z = self.projector(self.encoder(normalize(torch.cat([v1, v2]))))
+        z = self.projector(self.encoder(to_input(self.encoder, torch.cat([v1, v2]))))
         z1, z2 = z.chunk(2)
         loss = nt_xent_loss(z1, z2, self.cfg.temperature, gather=self.cfg.gather)
         pos = F.cosine_similarity(z1.detach(), z2.detach(), dim=1).mean()
