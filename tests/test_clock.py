@@ -57,3 +57,21 @@ def test_timed_checkpoints_follow_the_clock(monkeypatch, tmp_path):
         clock.on_train_batch_end(trainer, module)
         ckpt.on_train_batch_end(trainer, module)
     assert saved == [20, 40, 60, 80, 100]
+
+
+def test_cpu_clock_counts_compute_not_waiting(monkeypatch):
+    """With clock="cpu" the budget is this process's CPU time: a machine busy with other jobs (wall time
+    running 3x faster than the CPU time this run gets) still gives the run its whole budget of compute."""
+    wall, cpu = [0.0], [0.0]
+    monkeypatch.setattr(engine.time, "monotonic", lambda: wall[0])
+    monkeypatch.setattr(engine.time, "process_time", lambda: cpu[0])
+    clock = engine.Clock(100.0, clock="cpu")
+    trainer = SimpleNamespace(global_step=0, should_stop=False)
+    module = SimpleNamespace(elapsed=0.0, total_steps=None, device="cpu")
+    clock.on_train_start(trainer, module)
+    while not trainer.should_stop:
+        cpu[0] += 0.5
+        wall[0] += 1.5
+        trainer.global_step += 1
+        clock.on_train_batch_end(trainer, module)
+    assert trainer.global_step == 200 and module.elapsed == pytest.approx(100.0)

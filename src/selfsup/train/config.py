@@ -29,6 +29,8 @@ class TrainConfig(BaseModel):
     epochs: int | None = None
     steps: int | None = None
     budget: str | None = None
+    clock: Literal["wall", "cpu"] = Field(
+        "wall", description="what the budget counts: wall time, or this process's CPU time (use data.num_workers=0)")
     batch_size: int = 256
     lr: float = 1.5e-3
     weight_decay: float = 0.05

@@ -230,7 +230,9 @@ class PretrainModule(L.LightningModule):
 class Clock(Callback):
     """Tracks training wall time across resumes; with a budget, sizes the schedule and stops on time.
 
-    The budget is wall-clock time spent training (all sessions of a resumed run together). After a
+    The budget is time spent training (all sessions of a resumed run together): wall-clock time,
+    or with ``clock="cpu"`` this process's CPU time (all its threads), which a shared machine's other
+    jobs do not eat into, so a benchmark gets the same compute however busy the machine is. After a
     few calibration steps the step time is measured and ``total_steps`` is set so the cosine
     schedule ends when the budget does. The step time is measured again over each stretch between
     10, 30, 50, 70 and 90 % of the budget, so a machine that gets busier or quieter moves the end
@@ -238,8 +240,10 @@ class Clock(Callback):
     last step.
     """
 
-    def __init__(self, budget_s: float | None, calibrate_after: int = 5, calibrate_steps: int = 15):
+    def __init__(self, budget_s: float | None, calibrate_after: int = 5, calibrate_steps: int = 15,
+                 clock: str = "wall"):
         self.budget_s = budget_s
+        self.now = time.process_time if clock == "cpu" else time.monotonic
         self.calibrate_after, self.calibrate_steps = calibrate_after, calibrate_steps
         self.t0 = 0.0
         self.mark: tuple[int, float] | None = None  # (step, elapsed) where the current measurement began
@@ -247,12 +251,12 @@ class Clock(Callback):
         self.calibrated = False
 
     def on_train_start(self, trainer: L.Trainer, module: PretrainModule) -> None:
-        self.t0 = time.monotonic() - module.elapsed
+        self.t0 = self.now() - module.elapsed
         self.start_step = trainer.global_step
         self.checks = [c for c in self.checks if c > module.elapsed / self.budget_s] if self.budget_s else []
 
     def on_train_batch_end(self, trainer: L.Trainer, module: PretrainModule, *args: Any) -> None:
-        module.elapsed = distributed.from_rank_zero(time.monotonic() - self.t0, module.device)
+        module.elapsed = distributed.from_rank_zero(self.now() - self.t0, module.device)
         if self.budget_s is None:
             return
         step, elapsed = trainer.global_step, module.elapsed
@@ -356,7 +360,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Call
                   progress: bool | None = None) -> tuple[L.Trainer, Clock]:
     """A Trainer logging to ``run_dir/logs`` and checkpointing to ``run_dir/checkpoints``."""
     budget = parse_duration(cfg.budget) if cfg.budget else None
-    clock = Clock(budget)
+    clock = Clock(budget, clock=cfg.clock)
     progress = sys.stderr.isatty() if progress is None else progress
     # the clock first: it sets the module's elapsed time that the checkpoint callback reads
     callbacks: list[Callback] = [clock, StepCheckpoint(run_dir / "checkpoints", cfg.ckpt_every, ckpt_seconds(cfg))]
