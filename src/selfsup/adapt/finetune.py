@@ -28,6 +28,7 @@ from torch import nn
 from selfsup.data.spec import to_float
 from selfsup.encoders import to_input
 from selfsup.encoders.inference import encode_images
+from selfsup.hardware import autocast
 from selfsup.train.optim import param_groups
 
 
@@ -55,6 +56,7 @@ class FinetuneRecipe:
     min_steps: int = 100  # never stopped before: a model at chance for its first validations may yet learn
     max_steps: int = 5000  # a safety cap, not a training length: reaching it is reported
     val_fraction: float = 0.2  # labels held out to choose the lr and the length
+    precision: str = "auto"  # autocast of the forward pass (selfsup.hardware); fp32 master weights
 
 
 # LoRA trains few, zero-started parameters and wants a larger step than full fine-tuning (Hu et al.
@@ -112,19 +114,20 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x))
 
     @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def predict_proba(self, images: torch.Tensor, batch_size: int = 256, precision: str = "auto") -> torch.Tensor:
         """uint8 images (N, C, H, W) on any device -> class probabilities (N, classes), float32 on the CPU.
 
         Runs in eval mode; the train/eval mode is restored afterwards.
         """
         return encode_images(self, images, lambda x: self(x).float().softmax(1), batch_size=batch_size,
-                             empty=(0, self.head.out_features))
+                             empty=(0, self.head.out_features), precision=precision)
 
 
 @torch.no_grad()
-def _validate(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+def _validate(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
+              precision: str = "auto") -> tuple[float, float]:
     """(top-1 accuracy, mean cross-entropy) of ``model`` on held-out labelled images (M, C, H, W), (M,)."""
-    probs = model.predict_proba(images)
+    probs = model.predict_proba(images, precision=precision)
     y = labels.cpu()
     return float((probs.argmax(1) == y).double().mean()), float(F.nll_loss(probs.clamp_min(1e-12).log(), y))
 
@@ -176,7 +179,9 @@ def train_classifier(
             if r.flip:
                 flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)[:, None, None, None]
                 x = torch.where(flip, x.flip(-1), x)
-        loss = F.cross_entropy(model(to_input(model.encoder, x)), labels[idx], label_smoothing=r.label_smoothing)
+        with autocast(images.device, r.precision):
+            logits = model(to_input(model.encoder, x))
+        loss = F.cross_entropy(logits.float(), labels[idx], label_smoothing=r.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -184,7 +189,7 @@ def train_classifier(
         if steps is not None or ((step + 1) % period and step + 1 < limit):  # the cap's last step is judged too
             continue
         if val is not None:
-            acc, vloss = _validate(model, *val)
+            acc, vloss = _validate(model, *val, precision=r.precision)
             model.train()
             history.append({"step": step + 1, "val_top1": acc, "val_loss": vloss})
             score = (acc, -vloss)

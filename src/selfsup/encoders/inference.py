@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from selfsup.data.spec import as_tensor, to_float
+from selfsup.hardware import autocast
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -44,20 +45,21 @@ def encode_images(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     empty: tuple[int, ...] = (0,),
+    precision: str = "auto",
 ) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> ``fn(x)`` of each batch concatenated, float32 on the CPU.
 
     ``x`` is a batch moved to ``device`` (default the module's), ``to_float``-ed and turned into what
     the encoder reads (``encoders.to_input``; the encoder is ``module.encoder`` for a model that wraps
-    one); ``fn`` defaults to ``module`` itself. Runs under ``eval_mode(module)``. With no
-    images the result is ``torch.empty(empty)``.
+    one); ``fn`` defaults to ``module`` itself. Runs under ``eval_mode(module)`` and the autocast of
+    ``precision`` (``hardware.autocast``). With no images the result is ``torch.empty(empty)``.
     """
     images = as_tensor(images)
     device = torch.device(device) if device is not None else module_device(module)
     from selfsup.encoders import to_input
 
     fn, encoder = fn or module, getattr(module, "encoder", module)
-    with eval_mode(module):
+    with eval_mode(module), autocast(device, precision):
         out = [fn(to_input(encoder, to_float(images[i : i + batch_size].to(device)))).float().cpu()
                for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.empty(empty)

@@ -26,14 +26,15 @@ def extract_features(
     images: np.ndarray | torch.Tensor,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> pooled features (N, F), float32 on the CPU.
 
     Runs through ``encoders.inference.encode_images`` (eval mode, restored afterwards; no
-    gradients); ``device`` defaults to the encoder's.
+    gradients; autocast of ``precision``); ``device`` defaults to the encoder's.
     """
     return encode_images(encoder, images, batch_size=batch_size, device=device,
-                         empty=(0, getattr(encoder, "num_features", 0)))
+                         empty=(0, getattr(encoder, "num_features", 0)), precision=precision)
 
 
 def sharded_features(encoder: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256,

@@ -38,7 +38,8 @@ class TrainConfig(BaseModel):
     warmup: float = Field(0.05, ge=0.0, lt=1.0, description="fraction of the steps spent warming up")
     min_lr: float = 0.0
     grad_clip: float | None = None
-    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "32-true", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="auto: bf16 on GPUs, and on CPUs with native bf16 where measured to pay (selfsup.hardware)")
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"

@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
-from selfsup import distributed
+from selfsup import distributed, hardware
 from selfsup.data.spec import to_float
 from selfsup.train.checkpoint import AtomicCheckpointIO
 from selfsup.train.config import TrainConfig, parse_duration
@@ -60,12 +60,16 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     return bool(ok.item() >= 1)
 
 
-def resolve_precision(precision: str) -> str:
-    if precision != "auto":
+LIGHTNING_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """The Lightning precision string for a ``train.precision`` ("auto" follows ``hardware.resolve_precision``
+    on the device the run will use; Lightning's own strings pass through)."""
+    if precision in LIGHTNING_PRECISION.values():
         return precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return LIGHTNING_PRECISION[hardware.resolve_precision(precision, "cuda" if on_gpu else "cpu")]
 
 
 class PretrainModule(L.LightningModule):
@@ -373,7 +377,7 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Call
     trainer = L.Trainer(
         accelerator=resolve_accelerator(cfg.accelerator, cfg.strategy), devices=cfg.devices, strategy=cfg.strategy,
         num_nodes=cfg.num_nodes,
-        precision=resolve_precision(cfg.precision),
+        precision=resolve_precision(cfg.precision, cfg.accelerator),
         max_epochs=cfg.epochs if cfg.epochs is not None else -1,
         max_steps=cfg.steps if cfg.steps is not None else -1,
         gradient_clip_val=cfg.grad_clip, log_every_n_steps=cfg.log_every,
