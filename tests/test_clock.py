@@ -75,3 +75,14 @@ def test_cpu_clock_counts_compute_not_waiting(monkeypatch):
         trainer.global_step += 1
         clock.on_train_batch_end(trainer, module)
     assert trainer.global_step == 200 and module.elapsed == pytest.approx(100.0)
+
+
+def test_snapshots_are_kept_once_each_when_training_time_passes_them():
+    saved: list[str] = []
+    snaps = engine.Snapshots(["10s", "5s"], saved.append)
+    trainer = SimpleNamespace(is_global_zero=True)
+    module = SimpleNamespace(elapsed=0.0)
+    for t in (1.0, 4.9, 5.0, 7.0, 12.0, 20.0):
+        module.elapsed = t
+        snaps.on_train_batch_end(trainer, module)
+    assert saved == ["5s", "10s"]

@@ -32,6 +32,7 @@ LOGS = "logs"  # tensorboard/, csv/
 REPORT = "report.html"
 FIGURES = "figures"
 CACHE = "cache"  # features keyed by weights and data
+SNAPSHOTS = "snapshots"  # <time>/encoder.safetensors + method.safetensors, kept at train.snapshots
 ROOT = Path("runs")  # where a run goes when no folder is named
 
 
@@ -58,6 +59,7 @@ def save_encoder(method: nn.Module, cfg: RunConfig, spec: InputSpec, run_dir: Pa
         "format": "selfsup/timm",
     }
     enc = {k: v.detach().contiguous().cpu() for k, v in method.encoder.state_dict().items()}
+    run_dir.mkdir(parents=True, exist_ok=True)
     save_file(enc, str(run_dir / ENCODER), metadata=meta)
     full = {k: v.detach().contiguous().cpu().clone() for k, v in method.state_dict().items()}
     save_file(full, str(run_dir / METHOD), metadata=meta)
@@ -104,5 +106,5 @@ def load_method(run: str | Path) -> nn.Module:
 
 __all__ = [
     "CACHE", "CHECKPOINTS", "CONFIG", "ENCODER", "FIGURES", "LOGS", "LOSS_HISTORY", "METHOD", "METRICS", "REPORT",
-    "ROOT", "load_encoder", "load_method", "load_run_config", "new_run_dir", "save_encoder", "timestamped",
+    "ROOT", "SNAPSHOTS", "load_encoder", "load_method", "load_run_config", "new_run_dir", "save_encoder", "timestamped",
 ]

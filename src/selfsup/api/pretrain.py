@@ -43,7 +43,7 @@ def pretrain(
 ) -> Path:
     """Pretrain an encoder; returns the run folder. With ``resume``, continue that run."""
     from selfsup.train.checkpoint import newest_good_checkpoint  # Lightning loads only when training
-    from selfsup.train.engine import fit
+    from selfsup.train.engine import Snapshots, fit
 
     length = {k: v for k, v in {"budget": budget, "steps": steps, "epochs": epochs}.items() if v is not None}
     if resume is not None:
@@ -87,7 +87,12 @@ def pretrain(
     total = t.steps
     if t.epochs is not None and source.num_samples:
         total = t.epochs * max(1, source.num_samples // t.batch_size)
-    module = fit(model, loader, t, run_dir, total_steps=total, resume_from=ckpt, progress=progress)
+    def snapshot(name: str) -> None:
+        runs.save_encoder(model, cfg, spec, run_dir / runs.SNAPSHOTS / name)
+
+    snapshots = [Snapshots(t.snapshots, snapshot)] if t.snapshots else []
+    module = fit(model, loader, t, run_dir, total_steps=total, resume_from=ckpt, progress=progress,
+                 extra_callbacks=snapshots)
     if module.global_rank != 0:  # one process writes the results (counts are summed over ranks)
         return run_dir
     runs.save_encoder(model, cfg, spec, run_dir)

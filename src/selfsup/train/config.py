@@ -29,6 +29,8 @@ class TrainConfig(BaseModel):
     epochs: int | None = None
     steps: int | None = None
     budget: str | None = None
+    snapshots: list[str] = Field(
+        default_factory=list, description="training times (e.g. 5m, 10m) at which to keep the encoder in snapshots/")
     clock: Literal["wall", "cpu"] = Field(
         "wall", description="what the budget counts: wall time, or this process's CPU time (use data.num_workers=0)")
     batch_size: int = 256
@@ -57,6 +59,13 @@ class TrainConfig(BaseModel):
     def _budget(cls, v: str | None) -> str | None:
         if v is not None:
             parse_duration(v)
+        return v
+
+    @field_validator("snapshots")
+    @classmethod
+    def _snapshots(cls, v: list[str]) -> list[str]:
+        for d in v:
+            parse_duration(d)
         return v
 
     @model_validator(mode="after")

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,22 @@ class StepCheckpoint(Callback):
     def on_train_end(self, trainer: L.Trainer, module: PretrainModule) -> None:
         if trainer.global_step != self.saved_step:
             self.save(trainer, module)
+
+
+class Snapshots(Callback):
+    """Calls ``save(name)`` once training time (the module's ``elapsed``, as ``Clock`` sets it, placed
+    before this callback) passes each of ``times`` ("5m", "10m"...): a time-to-accuracy curve from
+    one run. Rank 0 saves; a resumed run skips the times it has passed."""
+
+    def __init__(self, times: list[str], save: Callable[[str], None]):
+        self.pending = sorted((parse_duration(t), t) for t in times)
+        self.save = save
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: PretrainModule, *args: Any) -> None:
+        while self.pending and module.elapsed >= self.pending[0][0]:
+            _, name = self.pending.pop(0)
+            if trainer.is_global_zero:
+                self.save(name)
 
 
 class LineProgress(Callback):
