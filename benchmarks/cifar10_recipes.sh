@@ -15,16 +15,7 @@ BUDGET=${1:-10m}; OUTDIR=${2:-runs/recipes}; shift $(( $# > 2 ? 2 : $# ))
 D=${SELFSUP_DATA:-../shared/data}/cifar10
 S=${SELFSUP:-.venv/bin/selfsup}
 PRE="$D/train-{000000..000003}.tar.gz"
-SMALL="encoder.size=custom encoder.width=128 encoder.depth=4 encoder.heads=4 encoder.pool=avg"
-COMMON="data.num_workers=0 train.batch_size=256 train.clock=cpu"  # CPU-time budgets: fair on a busy machine
-declare -A RECIPE=(
-  [mae-p4]="--method mae $SMALL encoder.patch_size=4 method.mask_ratio=0.75 method.decoder_width=96 method.decoder_depth=2 method.decoder_heads=4 train.lr=1.5e-3"
-  [mae-p8]="--method mae $SMALL encoder.patch_size=8 method.mask_ratio=0.75 method.decoder_width=96 method.decoder_depth=2 method.decoder_heads=4 train.lr=1.5e-3"
-  [simclr-p4]="--method simclr $SMALL encoder.patch_size=4 train.lr=2e-3 train.weight_decay=1e-4"
-  [simclr-p8]="--method simclr $SMALL encoder.patch_size=8 train.lr=2e-3 train.weight_decay=1e-4"
-  [simclr-resnet18]="--method simclr encoder.name=resnet18 train.lr=2e-3 train.weight_decay=1e-4"
-  [dino-p8]="--method dino $SMALL encoder.patch_size=8 train.lr=1e-3 train.weight_decay=0.04"
-)
+source "$(dirname "$0")/recipes/cifar10.sh"
 NAMES=("$@"); [ ${#NAMES[@]} -gt 0 ] || NAMES=(mae-p4 mae-p8 simclr-p4 simclr-p8 simclr-resnet18 dino-p8)
 mkdir -p "$OUTDIR"
 
