@@ -18,6 +18,7 @@ from bench_mae import BUILDERS, build
 from common import CONFIGS
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from selfsup.hardware import autocast
 from selfsup.train.optim import param_groups
 
 KINDS = [  # first match wins
@@ -40,14 +41,14 @@ def kind_of(op: str) -> str:
     return "other"
 
 
-def profile_step(name: str, batch: int, steps: int, fused: bool) -> None:
+def profile_step(name: str, batch: int, steps: int, fused: bool, precision: str = "fp32") -> None:
     c = replace(CONFIGS["tiny32"], batch=batch)
     model, loss_of = build(name, c, "cpu")
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1.5e-3, betas=(0.9, 0.95), fused=fused)
     x = torch.rand(c.batch, c.channels, c.image_size, c.image_size)
 
     def step() -> None:
-        with record_function("## forward"):
+        with record_function("## forward"), autocast("cpu", precision):
             loss = loss_of(model, x)
         opt.zero_grad(set_to_none=True)
         with record_function("## backward"):
@@ -61,7 +62,7 @@ def profile_step(name: str, batch: int, steps: int, fused: bool) -> None:
             step()
     events = prof.key_averages()
     phases = {e.key: e.cpu_time_total / steps / 1e3 for e in events if e.key.startswith("## ")}
-    print(f"\n== {name}, batch {batch}, fused AdamW {fused}: ms per step by phase ==")
+    print(f"\n== {name}, batch {batch}, fused AdamW {fused}, {precision}: ms per step by phase ==")
     for k, v in phases.items():
         print(f"{k[3:]:<12}{v:9.1f}")
     by_kind: dict[str, float] = defaultdict(float)
@@ -82,11 +83,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--unfused", action="store_true", help="plain for-loop AdamW (the engine's CPU default before)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast of the forward pass")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     for name in ["selfsup"] + ([a.peer] if a.peer else []):
-        profile_step(name, a.batch, a.steps, not a.unfused)
+        profile_step(name, a.batch, a.steps, not a.unfused, a.precision)
 
 
 if __name__ == "__main__":

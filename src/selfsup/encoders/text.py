@@ -24,12 +24,11 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import nn
 
-from selfsup.encoders.vit import Attention, Block
+from selfsup.encoders.vit import Attention, Block, attention
 
 PAD, SOT, EOT = "<pad>", "<sot>", "<eot>"
 PAD_ID, SOT_ID, EOT_ID = 0, 1, 2
@@ -87,9 +86,9 @@ def masked_attention(attn: Attention, x: torch.Tensor, mask: torch.Tensor | None
     B, T, D = x.shape
     q, k, v = attn.qkv(x).view(B, T, 3, attn.heads, D // attn.heads).permute(2, 0, 3, 1, 4)
     if causal:
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out = attention(q, k, v, is_causal=True)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, None, None, :])
+        out = attention(q, k, v, attn_mask=None if mask is None else mask[:, None, None, :])
     return attn.proj(out.transpose(1, 2).reshape(B, T, D))
 
 

@@ -58,6 +58,18 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool | int = Tr
     return emb.unsqueeze(0)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``scaled_dot_product_attention`` (B, heads, T, d) -> (B, heads, T, d), every attention's one path.
+
+    bf16 inputs on the CPU are attended in fp32 and cast back: torch's bf16 CPU attention kernels
+    ran 2-3x slower than its fp32 ones here (forward + backward, BENCHMARKS.md "bf16 on the CPU"),
+    enough to undo what bf16 matmuls gain.
+    """
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
 class PatchEmbed(nn.Module):
     """(B, C, H, W) -> (B, H/p * W/p, D): a linear map of each patch, stored as a strided convolution.
 
@@ -104,7 +116,7 @@ class Attention(nn.Module):
             out = attn @ v
         else:
             attn = None
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = attention(q, k, v)
         out = self.proj(out.transpose(1, 2).reshape(B, T, D))
         return (out, attn) if return_attention else out
 
@@ -240,7 +252,7 @@ class AttentionPoolLatent(nn.Module):
         h = self.heads
         q = self.q(self.latent).view(1, 1, h, D // h).transpose(1, 2).expand(B, -1, -1, -1)
         k, v = self.kv(x).view(B, T, 2, h, D // h).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, 1, D)
+        out = attention(q, k, v).transpose(1, 2).reshape(B, 1, D)
         out = self.proj(out)
         return (out + self.mlp(self.norm(out)))[:, 0]
 
