@@ -61,6 +61,12 @@ def _continue_config(cfg: RunConfig, ws: WarmStart, reload, log: Log) -> RunConf
     return new
 
 
+def _warm_start(cfg: RunConfig) -> WarmStart:
+    """What ``cfg.init`` holds: a public model (``methods.warmstart``), or another run's encoder."""
+    loaded = None if runs.is_reference(cfg.init) else runs.load_encoder(cfg.init)
+    return read_warm_start(cfg.init, cfg.method_name, loaded)
+
+
 def _monitor(cfg: RunConfig, spec, log: Log):
     """The regression guard of ``train.monitor``: kNN on that labelled set (``evaluate.knn.knn_monitor``)."""
     from selfsup.evaluate.knn import knn_monitor
@@ -154,7 +160,7 @@ def pretrain(
 
         cfg = reload()
         if cfg.init:
-            ws = read_warm_start(cfg.init, cfg.method_name)
+            ws = _warm_start(cfg)
             cfg = _continue_config(cfg, ws, reload, log)
         t = cfg.train
         if not (out or cfg.out) and distributed.multi_process(t.strategy, t.devices, t.num_nodes):
@@ -177,7 +183,7 @@ def pretrain(
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg.method_name, cfg.method_options, cfg.encoder, spec)
     if cfg.init and ckpt is None:  # a resumed run's weights come from its checkpoint
-        apply_warm_start(model, ws or read_warm_start(cfg.init, cfg.method_name))
+        apply_warm_start(model, ws or _warm_start(cfg))
     if teacher_enc is not None:
         model.set_teacher(teacher_enc)
     if hasattr(model, "prepare"):

@@ -51,9 +51,17 @@ class WarmStart:
         return f"{self.ref} ({shape}, trained at {self.spec.image_size} px){extra}"
 
 
-def read_warm_start(ref: str | Path, method: str) -> WarmStart:
-    """Read ``ref`` for ``method``: both towers for clip / siglip, the decoder too for mae when present."""
+def read_warm_start(ref: str | Path, method: str,
+                    loaded: tuple[nn.Module, InputSpec, EncoderConfig] | None = None) -> WarmStart:
+    """Read ``ref`` for ``method``: both towers for clip / siglip, the decoder too for mae when present.
+
+    ``loaded``: the encoder already loaded from elsewhere (another run's ``encoder.safetensors``,
+    which ``selfsup.runs`` reads): only the encoder then starts from it.
+    """
     ref = str(ref)
+    if loaded is not None:
+        encoder, spec, config = loaded
+        return WarmStart(ref, config, spec, encoder.state_dict())
     if method in TEXT_METHODS:
         towers = load_clip(ref)
         return WarmStart(ref, towers.vision_config, towers.spec, towers.vision.state_dict(), towers=towers)
