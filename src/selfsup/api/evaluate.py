@@ -69,7 +69,6 @@ def evaluate(
         raise ValueError(f"{run} is itself a public model (its records say 'foundation'); give a run folder "
                          "to compare with --foundation")
     encoder, spec, enc_cfg = runs.load_encoder(run)
-    out_dir = Path(out) if out is not None else runs.results_dir(run, log)
     found = None
     if foundation is not None:
         found, fspec, _ = runs.load_encoder(foundation)
@@ -105,6 +104,7 @@ def evaluate(
     def scratch() -> nn.Module:
         return build_encoder(enc_cfg, spec)
 
+    out_dir = Path(out) if out is not None else runs.results_dir(run, log)
     recs = evaluate_few_label(
         encoder=encoder, make_scratch_encoder=scratch, train_images=x_pool, train_labels=y_pool,
         test_images=x_test, test_labels=y_test, num_classes=num_classes, protocols=tuple(protocols),
