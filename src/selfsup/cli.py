@@ -14,6 +14,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Self-supervised pretraining and few-label evaluation, from raw data to a verdict.")
 
 
+MODEL_REF = ("a run folder or a public model: hf:ORG/NAME, timm:NAME.TAG, open_clip:ARCH/TAG, torchvision:FILE "
+             "(?origin=keras), or a local folder/file of those")
+SOURCE_HELP = "run folder, or a public model with no run: " + MODEL_REF.split(" or a public model: ")[1]
+
+
 def _csv(values: list[str] | None, cast=str) -> list | None:
     if not values:
         return None
@@ -35,7 +40,7 @@ def _log_for(as_json: bool):
 @app.command()
 def pretrain(
     overrides: Annotated[list[str] | None, typer.Argument(help="config overrides, e.g. train.lr=1e-3")] = None,
-    method: Annotated[str | None, typer.Option(help="objective: mae, simclr, dino, clip, siglip")] = None,
+    method: Annotated[str | None, typer.Option(help="objective: mae, simclr, dino, clip, siglip, distill")] = None,
     data: Annotated[str | None, typer.Option(help="what to learn from (see `selfsup datasets`)")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/<method>-<time>)")] = None,
@@ -43,20 +48,35 @@ def pretrain(
     steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
     epochs: Annotated[int | None, typer.Option(help="passes over the data")] = None,
     resume: Annotated[Path | None, typer.Option(help="continue this run folder from its last checkpoint")] = None,
+    init: Annotated[str | None, typer.Option(
+        help="continue pretraining from these weights: " + MODEL_REF + "; the encoder (architecture, patch size, "
+        "mean/std) comes from it, MAE takes its decoder and CLIP/SigLIP both towers and the tokenizer when it has "
+        "them; defaults for continuing: train.lr=1e-4 train.warmup=0.1 train.layer_decay=0.75")] = None,
+    teacher: Annotated[str | None, typer.Option(
+        help="--method distill: the frozen teacher whose features the student learns (" + MODEL_REF + ")")] = None,
+    monitor: Annotated[str | None, typer.Option(
+        help="regression guard: labelled data scored by kNN at step 0 and every train.monitor_every steps; keeps "
+        "the best weights as encoder.safetensors and stops after train.monitor_patience checks in a row below "
+        "the best. Use a small labelled set that is NOT the test set of a later evaluation")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
-    """Pretrain an encoder with a self-supervised objective; writes a run folder."""
+    """Pretrain an encoder with a self-supervised objective; writes a run folder.
+
+    Continue a public model on your data: selfsup pretrain --method dino --init hf:facebook/dinov2-small
+    --data xrays/ --monitor labelled_val/ --budget 30m
+    """
     from selfsup import api
     from selfsup.evaluate.records import load_records
 
     run = api.pretrain(data, method, config=config, overrides=overrides or [], out=out, budget=budget,
-                       steps=steps, epochs=epochs, resume=resume, log=_log_for(as_json))
+                       steps=steps, epochs=epochs, resume=resume, init=init, teacher=teacher, monitor=monitor,
+                       log=_log_for(as_json))
     _emit(load_records(run / "metrics.json"), as_json)
 
 
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="run folder")],
+    run: Annotated[str, typer.Argument(help=SOURCE_HELP + " (its records say encoder 'foundation')")],
     data: Annotated[str, typer.Option(help="labelled evaluation data (split into pool/test unless --train-data)")],
     protocol: Annotated[list[str] | None, typer.Option(help="knn, linear, finetune, lora (or comma list)")] = None,
     baselines: Annotated[str, typer.Option(
@@ -74,6 +94,9 @@ def evaluate(
     curve: Annotated[bool, typer.Option(
         "--curve", help="label-efficiency curve: knn, linear, finetune, lora at 1,5,10,50 shots and 100% "
         "(unless given), plotted to RUN/figures/label_efficiency.png")] = False,
+    foundation: Annotated[str | None, typer.Option(
+        help="also measure this public model (" + MODEL_REF + ") under the same protocols and tuning, reading the "
+        "images at its own image size: records with encoder 'foundation' and the verdict ssl vs foundation")] = None,
 ) -> None:
     """Few-label evaluation (kNN, linear probe, fine-tune) beside baselines given the same care, and the verdict.
 
@@ -87,19 +110,20 @@ def evaluate(
         run, data, protocols=_csv(protocol) or list(FEW_LABEL_PROTOCOLS if curve else DEFAULT_PROTOCOLS),
         baselines=_csv([baselines]) or [], shots=_csv(shots, int), label_fractions=_csv(label_fraction, float),
         seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, max_samples=max_samples,
-        log=_log_for(as_json),
+        foundation=foundation, log=_log_for(as_json),
     )
     _emit(records, as_json)
 
 
 @app.command()
 def adapt(
-    run: Annotated[Path, typer.Argument(help="run folder whose encoder to adapt")],
+    run: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     data: Annotated[str, typer.Option(help="labelled data to draw the few labels from")],
     shots: Annotated[int | None, typer.Option(help="labels per class")] = None,
     label_fraction: Annotated[float | None, typer.Option(help="stratified fraction of the labels")] = None,
     method: Annotated[str, typer.Option(help="finetune (layer-wise lr decay) or lora (adapters)")] = "finetune",
-    out: Annotated[Path | None, typer.Option(help="model folder (default RUN/classifiers/...)")] = None,
+    out: Annotated[Path | None, typer.Option(help="model folder (default RUN/classifiers/...; for a public model "
+                                            "runs/<model>-<time>/classifiers/...)")] = None,
     seed: Annotated[int, typer.Option(help="draws the labels, the held-out part and the training order")] = 0,
     val_fraction: Annotated[float, typer.Option(help="part of the labels held out to choose the lr and length")]
     = 0.2,
@@ -162,7 +186,7 @@ def demo(
 
 @app.command("zero-shot")
 def zero_shot(
-    run: Annotated[Path, typer.Argument(help="run folder of a clip or siglip run")],
+    run: Annotated[str, typer.Argument(help="clip or siglip run folder, or a public CLIP / SigLIP (hf:, open_clip:)")],
     data: Annotated[str, typer.Option(help="labelled images or audio")],
     classes: Annotated[list[str] | None, typer.Option(help="class names in label order (comma list)")] = None,
     template: Annotated[list[str] | None, typer.Option(help="prompt template(s) with {} for the name")] = None,
@@ -179,7 +203,7 @@ def zero_shot(
 
 @app.command()
 def retrieve(
-    run: Annotated[Path, typer.Argument(help="run folder of a clip or siglip run")],
+    run: Annotated[str, typer.Argument(help="clip or siglip run folder, or a public CLIP / SigLIP (hf:, open_clip:)")],
     data: Annotated[str, typer.Option(help="images (or audio) with captions")],
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
@@ -203,12 +227,12 @@ def report(
 
 @app.command()
 def embed(
-    run: Annotated[Path, typer.Argument(help="run folder")],
+    run: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     data: Annotated[str, typer.Option(help="what to embed")],
     out: Annotated[Path, typer.Option(help="output file: .npz or .safetensors")],
     max_samples: Annotated[int | None, typer.Option(help="stop after this many samples")] = None,
 ) -> None:
-    """Encode every sample of --data with the run's encoder and save the features."""
+    """Encode every sample of --data with the encoder (a run's or a public model's) and save the features."""
     from selfsup import api
 
     api.embed(run, data, out, max_samples=max_samples)
@@ -216,9 +240,10 @@ def embed(
 
 @app.command()
 def export(
-    run: Annotated[Path, typer.Argument(help="run folder")],
+    run: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     format: Annotated[str, typer.Option("--format", help="safetensors, onnx, hf or timm")] = "safetensors",
-    out: Annotated[Path | None, typer.Option(help="output file or folder (default RUN/export/...)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output file or folder (default RUN/export/...; for a public "
+                                            "model runs/<model>-<time>/export/...)")] = None,
 ) -> None:
     """Export the encoder: safetensors (timm names), ONNX, a Hugging Face ViTModel folder, or timm."""
     from selfsup import api
@@ -243,10 +268,12 @@ app.add_typer(anomaly_app, name="anomaly")
 def anomaly_fit(
     data: Annotated[str, typer.Option(help="normal images: an MVTec-AD root (uses train/good), a folder or "
                                       "any --data source")],
-    run: Annotated[Path | None, typer.Argument(help="run folder whose encoder gives the patch features")] = None,
+    run: Annotated[str | None, typer.Argument(help="whose encoder gives the patch features: " + SOURCE_HELP)]
+    = None,
     raw: Annotated[bool, typer.Option("--raw", help="raw pixel patches instead of a run's encoder (baseline)")] = False,
     out: Annotated[Path | None, typer.Option(help="bank file (default RUN/anomaly/patchcore.safetensors)")] = None,
-    image_size: Annotated[int | None, typer.Option(help="image side (default the run's; 64 with --raw)")] = None,
+    image_size: Annotated[int | None, typer.Option(help="image side (default the run's or the model's; 64 with "
+                                                   "--raw)")] = None,
     coreset: Annotated[float, typer.Option(help="memory bank as a fraction of all training patches")] = 0.1,
     layers: Annotated[list[str] | None, typer.Option(help="encoder blocks, 0-based (default the two at mid-depth)")]
     = None,

@@ -42,6 +42,7 @@ class RunConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: str | None = None
+    init: str | None = None  # continue from these weights: a model reference (encoders.hub) or a run folder
 
     @field_validator("method", mode="before")
     @classmethod

@@ -2,17 +2,22 @@
 
 A run is a folder that holds everything needed to reproduce and reuse it (docs/architecture.md,
 "Runs"). This module is the one place that knows the folder's layout; the engine, evaluation and
-the report are handed paths made from these names. It sits beside ``selfsup.config`` above the
-engine (layers 1-4) and below the consumers of a trained encoder (layer 5).
+the report are handed paths made from these names. Wherever a run is the source of an encoder, a
+public model reference works too (``load_encoder``, ``load_method``, ``results_dir``). It sits
+beside ``selfsup.config`` above the engine (layers 1-4) and below the consumers of a trained
+encoder (layer 5).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
@@ -20,10 +25,12 @@ from selfsup import distributed
 from selfsup.config import ConfigError, RunConfig, load_config
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.encoders.hub import ModelRef, parse_ref
 from selfsup.methods import build_method
 
 CONFIG = "config.yaml"  # the resolved RunConfig
 ENCODER = "encoder.safetensors"  # encoder weights (timm names); encoder config + input spec in the metadata
+ENCODER_LAST = "encoder-last.safetensors"  # with a --monitor: the last weights (ENCODER holds the best)
 METHOD = "method.safetensors"  # the whole method: decoders, heads, text tower, tokenizer buffer
 METRICS = "metrics.json"  # the records (evaluate.records)
 LOSS_HISTORY = "loss_history.json"  # [[step, loss], ...]
@@ -33,6 +40,7 @@ REPORT = "report.html"
 FIGURES = "figures"
 CACHE = "cache"  # features keyed by weights and data
 SNAPSHOTS = "snapshots"  # <time>/encoder.safetensors + method.safetensors, kept at train.snapshots
+REFERENCE = "reference.json"  # in a results folder of a public model (no run): which model
 ROOT = Path("runs")  # where a run goes when no folder is named
 
 
@@ -50,19 +58,36 @@ def new_run_dir(method: str, out: str | Path | None) -> Path:
     return run
 
 
-def save_encoder(method: nn.Module, cfg: RunConfig, spec: InputSpec, run_dir: Path) -> Path:
-    """``encoder.safetensors`` (timm-named weights + config in the metadata) and ``method.safetensors``."""
-    meta = {
-        "encoder_config": cfg.encoder.model_dump_json(),
-        "input_spec": json.dumps(asdict(spec)),
-        "method": cfg.method_name,
-        "format": "selfsup/timm",
-    }
-    enc = {k: v.detach().contiguous().cpu() for k, v in method.encoder.state_dict().items()}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_file(enc, str(run_dir / ENCODER), metadata=meta)
+def encoder_metadata(encoder_cfg: EncoderConfig, spec: InputSpec, method: str | None = None) -> dict[str, str]:
+    """What ``encoder.safetensors`` carries besides the weights: enough to rebuild the encoder."""
+    meta = {"encoder_config": encoder_cfg.model_dump_json(), "input_spec": json.dumps(asdict(spec)),
+            "format": "selfsup/timm"}
+    return meta | ({"method": method} if method else {})
+
+
+def write_encoder(state: dict[str, torch.Tensor], encoder_cfg: EncoderConfig, spec: InputSpec, path: Path,
+                  method: str | None = None) -> Path:
+    """Encoder weights (timm names) with their config in the metadata, as ``load_encoder`` reads them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path),
+              metadata=encoder_metadata(encoder_cfg, spec, method))
+    return path
+
+
+def save_encoder(method: nn.Module, cfg: RunConfig, spec: InputSpec, run_dir: Path,
+                 best: dict[str, torch.Tensor] | None = None) -> Path:
+    """``encoder.safetensors`` (timm-named weights + config in the metadata) and ``method.safetensors``.
+
+    With ``best`` (the regression guard's best weights, ``train.monitor``) those go to
+    ``encoder.safetensors`` and the last weights to ``encoder-last.safetensors``; ``method.safetensors``
+    always holds the last state of the whole method.
+    """
+    last = method.encoder.state_dict()
+    if best is not None:
+        write_encoder(last, cfg.encoder, spec, run_dir / ENCODER_LAST, cfg.method_name)
+    write_encoder(best if best is not None else last, cfg.encoder, spec, run_dir / ENCODER, cfg.method_name)
     full = {k: v.detach().contiguous().cpu().clone() for k, v in method.state_dict().items()}
-    save_file(full, str(run_dir / METHOD), metadata=meta)
+    save_file(full, str(run_dir / METHOD), metadata=encoder_metadata(cfg.encoder, spec, cfg.method_name))
     return run_dir / ENCODER
 
 
@@ -78,12 +103,75 @@ def load_run_config(run: str | Path) -> RunConfig:
     return load_config(path)
 
 
-def load_encoder(run_or_file: str | Path) -> tuple[nn.Module, InputSpec, EncoderConfig]:
-    """The pretrained encoder of a run folder (or an ``encoder.safetensors`` file), in eval mode."""
-    path = Path(run_or_file)
-    path = path / ENCODER if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"no encoder weights at {path}; did the pretraining finish?")
+# ---------------------------------------------------------------------------------------- runs or references
+
+
+def _encoder_file(source: str | Path) -> Path | None:
+    """The selfsup encoder file of a run folder or an ``encoder.safetensors``-style file; None otherwise."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / ENCODER).is_file():
+            return path / ENCODER
+        if (path / CONFIG).is_file():
+            raise FileNotFoundError(f"no encoder weights at {path / ENCODER}; did the pretraining finish?")
+        return None
+    if path.is_file() and path.suffix == ".safetensors" and "encoder_config" in _read_meta(path):
+        return path
+    return None
+
+
+def is_reference(source: str | Path) -> bool:
+    """True for a public model reference (``hf:``, ``timm:``, ``open_clip:``, ``torchvision:`` or a local file
+    or folder of those, ``encoders.hub``); False for a run folder or a selfsup encoder file."""
+    return _encoder_file(source) is None
+
+
+def canonical(source: str | Path) -> str:
+    """``source`` as it can be found again from any working directory: absolute paths, the reference's scheme
+    and options kept."""
+    if not is_reference(source):
+        return str(Path(source).resolve())
+    ref = parse_ref(source)
+    name = str(Path(ref.name).expanduser().resolve()) if Path(ref.name).expanduser().exists() else ref.name
+    return str(ModelRef(ref.scheme, name, ref.options))
+
+
+def source_name(source: str | Path) -> str:
+    """A short name for folder names and logs: the run's folder, or the model's (``dinov2-small``)."""
+    if not is_reference(source):
+        path = Path(source).resolve()
+        return path.name if path.is_dir() else path.parent.name
+    name = parse_ref(source).name.rstrip("/")
+    name = Path(name).stem if Path(name).suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") else Path(name).name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "model"
+
+
+def results_dir(source: str | Path, log: Callable[[str], None] | None = None) -> Path:
+    """Where results about ``source`` are written: the run folder itself (the folder of an encoder file),
+    or, for a public model, a fresh ``runs/<model>-<time>/`` holding ``reference.json`` (what was measured)."""
+    if not is_reference(source):
+        path = Path(source)
+        return path if path.is_dir() else path.parent
+    out = timestamped(source_name(source))
+    if distributed.is_global_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / REFERENCE).write_text(json.dumps({"reference": canonical(source)}, indent=1) + "\n")
+    if log is not None:
+        log(f"{source} is a public model, not a run: results go to {out}")
+    return out
+
+
+def load_encoder(source: str | Path, **options) -> tuple[nn.Module, InputSpec, EncoderConfig]:
+    """An encoder in eval mode with its input spec and config, from a run folder, an ``encoder.safetensors``
+    file, or a public model reference (``encoders.hub.load_pretrained``: ``hf:ORG/NAME``,
+    ``timm:NAME.TAG``, ``open_clip:ARCH/TAG``, ``torchvision:FILE``, a local folder or file of those;
+    ``options`` go to the loader)."""
+    path = _encoder_file(source)
+    if path is None:
+        from selfsup.encoders.hub import load_pretrained
+
+        encoder, spec, config = load_pretrained(source, **options)
+        return encoder.eval(), spec, config
     meta = _read_meta(path)
     enc_cfg = EncoderConfig.model_validate_json(meta["encoder_config"])
     spec = InputSpec(**json.loads(meta["input_spec"]))
@@ -92,9 +180,21 @@ def load_encoder(run_or_file: str | Path) -> tuple[nn.Module, InputSpec, Encoder
     return encoder.eval(), spec, enc_cfg
 
 
-def load_method(run: str | Path) -> nn.Module:
-    """The whole trained method of a run (encoder plus heads, decoders, text towers), in eval mode."""
-    run = Path(run)
+def load_method(source: str | Path) -> nn.Module:
+    """The whole trained method of a run (encoder plus heads, decoders, text towers), in eval mode.
+
+    A public CLIP / SigLIP reference gives the ``clip`` / ``siglip`` method holding both of its towers and
+    its tokenizer (``methods.warmstart``), ready for zero-shot and retrieval.
+    """
+    run = Path(source)
+    if is_reference(source):
+        from selfsup.methods import method_class
+        from selfsup.methods.warmstart import apply_warm_start, read_warm_start, warm_start_options
+
+        ws = read_warm_start(source, "clip")
+        name = "siglip" if ws.towers.logit_bias is not None else "clip"
+        method = build_method(name, warm_start_options(method_class(name), ws), ws.config, ws.spec)
+        return apply_warm_start(method, ws).eval()
     path = run / METHOD
     meta = _read_meta(path)
     cfg = load_run_config(run)
@@ -105,6 +205,8 @@ def load_method(run: str | Path) -> nn.Module:
 
 
 __all__ = [
-    "CACHE", "CHECKPOINTS", "CONFIG", "ENCODER", "FIGURES", "LOGS", "LOSS_HISTORY", "METHOD", "METRICS", "REPORT",
-    "ROOT", "SNAPSHOTS", "load_encoder", "load_method", "load_run_config", "new_run_dir", "save_encoder", "timestamped",
+    "CACHE", "CHECKPOINTS", "CONFIG", "ENCODER", "ENCODER_LAST", "FIGURES", "LOGS", "LOSS_HISTORY", "METHOD",
+    "METRICS", "REFERENCE", "REPORT", "ROOT", "SNAPSHOTS", "canonical", "encoder_metadata", "is_reference",
+    "load_encoder", "load_method", "load_run_config", "new_run_dir", "results_dir", "save_encoder", "source_name",
+    "timestamped", "write_encoder",
 ]

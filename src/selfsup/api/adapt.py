@@ -57,7 +57,6 @@ def adapt(
 
     if shots is not None and label_fraction is not None:
         raise ValueError("give --shots or --label-fraction, not both")
-    run = Path(run)
     encoder, spec, enc_cfg = runs.load_encoder(run)
     src = open_source(data, **spec.reader_options())
     skips, keys = SkipCounter(), []
@@ -69,8 +68,8 @@ def adapt(
     budget = {"shots": shots} if shots is not None else {"label_fraction": label_fraction or 1.0}
     idx = sample_few(y, seed=seed, **{"fraction" if k == "label_fraction" else k: v for k, v in budget.items()})
     tag = f"{shots}shot" if shots is not None else f"{100 * budget['label_fraction']:g}pct"
-    out = Path(out) if out else run / "classifiers" / f"{method}-{tag}-seed{seed}"
-    log(f"adapting {run.name} with {method} on {len(idx)} labels of {src.name} ({budget_name(budget)}, "
+    out = Path(out) if out else runs.results_dir(run, log) / "classifiers" / f"{method}-{tag}-seed{seed}"
+    log(f"adapting {runs.source_name(run)} with {method} on {len(idx)} labels of {src.name} ({budget_name(budget)}, "
         f"{len(names)} classes, seed {seed}); {skips.summary()}")
     r = recipe or ADAPT_RECIPES[method]
     if val_fraction is not None:
@@ -84,17 +83,18 @@ def adapt(
     t0 = time.monotonic()
     model, info = adapt_classifier(encoder, x[idx], y[idx], len(names), method=method, recipe=r, seed=seed,
                                    lora_rank=lora_rank, lora_alpha=lora_alpha)
-    info.update(run=str(run), data=data, task=src.name, n_labels=len(idx), train_seconds=time.monotonic() - t0,
-                **budget)
+    info.update(run=runs.canonical(run), data=data, task=src.name, n_labels=len(idx),
+                train_seconds=time.monotonic() - t0, **budget)
+    who = "foundation" if runs.is_reference(run) else "ssl"
     common = dict(**budget, n_labels=len(idx), seed=seed, lr=info["lr"], epochs=info["epochs"])
     recs = []
     if info["val_top1"] is not None:
-        recs.append(record(src.name, method, "ssl", "selection_top1", [info["val_top1"]], **common,
+        recs.append(record(src.name, method, who, "selection_top1", [info["val_top1"]], **common,
                            n_val=info["n_val"], split="held-out labels that chose the lr and length: not a test score"))
     if test is not None:
         scores = scores_metrics(model.predict_proba(torch.as_tensor(test[0])), test[1], len(names))
         info["test"] = {"data": test_data, "n": len(test[1]), **scores}
-        recs += [record(src.name, method, "ssl", m, [v], **common, n_test=len(test[1]), split=f"test: {test_data}")
+        recs += [record(src.name, method, who, m, [v], **common, n_test=len(test[1]), split=f"test: {test_data}")
                  for m, v in scores.items()]
     save_classifier(model, out, spec=spec, encoder_config=enc_cfg, class_names=names, merge=merge, info=info)
     merge_records(out / "metrics.json", recs)

@@ -72,19 +72,21 @@ def anomaly_fit(
     if out is None and run is None:
         out = runs.timestamped("anomaly-raw") / ANOMALY_BANK
     elif out is None:
-        out = (Path(run) if Path(run).is_dir() else Path(run).parent) / "anomaly" / ANOMALY_BANK
+        out = runs.results_dir(run, log) / "anomaly" / ANOMALY_BANK
     out = Path(out)
     out = out / ANOMALY_BANK if out.suffix != ".safetensors" else out
     out.parent.mkdir(parents=True, exist_ok=True)
     images = _normal_images(data, image_size, channels, max_samples, log)
-    what = f"{Path(run).name} encoder" if run is not None else f"raw {pixel_patch}x{pixel_patch} pixel patches"
+    what = f"{runs.source_name(run)} encoder" if run is not None else f"raw {pixel_patch}x{pixel_patch} pixel patches"
     log(f"fitting PatchCore on {len(images)} normal images of {data} at {image_size}px with {what}")
     t0 = time.monotonic()
     model = PatchCore(layers=tuple(layers) if layers else None, pixel_patch=pixel_patch, coreset_size=coreset,
                       reweight=reweight, seed=seed)
     model.fit(encoder, standardize_images(images) if normalize == "image" else images)
     model.save(out)
-    info = {"run": str(Path(run).resolve()) if run is not None else None, "image_size": image_size,
+    info = {"run": runs.canonical(run) if run is not None else None,
+            "encoder": None if run is None else "foundation" if runs.is_reference(run) else "ssl",
+            "image_size": image_size,
             "channels": int(images.shape[1]), "normalize": normalize, "data": str(data), "n_train": len(images),
             "memory_bank": list(model.memory_bank.shape), "patchcore": model.config(),
             "fit_seconds": round(time.monotonic() - t0, 2)}
@@ -154,9 +156,10 @@ def anomaly_score(
     if not mvtec:
         return []
 
-    run_dir = Path(info["run"]) if info["run"] and Path(info["run"]).is_dir() else bank.parent
+    run_dir = Path(info["run"]) if info["run"] and info.get("encoder") != "foundation" and Path(
+        info["run"]).is_dir() else bank.parent
     task = Path(data).resolve().name
-    recs = anomaly_records(task, test, scores, heatmaps, "ssl" if info["run"] else "raw")
+    recs = anomaly_records(task, test, scores, heatmaps, info.get("encoder") or ("ssl" if info["run"] else "raw"))
     for r in recs:
         r.update(image_size=size, coreset=info["patchcore"]["coreset_size"], memory_bank=info["memory_bank"][0],
                  n_train=info["n_train"], bank=str(bank))

@@ -19,7 +19,7 @@ from selfsup.api.common import Log, say
 from selfsup.data import open_source
 from selfsup.data.spec import captions_of
 from selfsup.data.splits import check_disjoint, first_occurrences, stratified_split
-from selfsup.encoders import build_encoder
+from selfsup.encoders import AtSize, build_encoder
 from selfsup.evaluate.fewshot import (
     DEFAULT_BASELINES,
     DEFAULT_FINETUNE_SEEDS,
@@ -46,6 +46,8 @@ def evaluate(
     test_fraction: float = 0.5,
     max_samples: int | None = None,
     recipe: FinetuneRecipe | None = None,
+    foundation: str | Path | None = None,
+    out: str | Path | None = None,
     log: Log = say,
 ) -> list[dict]:
     """Few-label evaluation of a run's encoder beside the ``baselines``, with the verdict.
@@ -55,9 +57,26 @@ def evaluate(
     seed, identical images kept once) into a labelled pool and a held-out test part. Records,
     and one verdict record per comparison (``evaluate.verdict``), are merged into the run's
     ``metrics.json`` and returned.
+
+    ``foundation``: a public model (or another run) measured beside the run under the same
+    protocols, draws and tuning, reading the same images resized to its own image size
+    (``encoders.AtSize``); its records say ``"encoder": "foundation"`` and name it in ``model``, and
+    the verdict compares the run with it. ``run`` may itself be a public model: its records then say
+    "foundation" and go to ``out`` (default ``runs/<model>-<time>/``, ``runs.results_dir``).
     """
-    run = Path(run)
+    primary = "foundation" if runs.is_reference(run) else "ssl"
+    if primary == "foundation" and foundation is not None:
+        raise ValueError(f"{run} is itself a public model (its records say 'foundation'); give a run folder "
+                         "to compare with --foundation")
     encoder, spec, enc_cfg = runs.load_encoder(run)
+    found = None
+    if foundation is not None:
+        found, fspec, _ = runs.load_encoder(foundation)
+        if fspec.image_size != spec.image_size:
+            log(f"foundation {foundation} reads the evaluation images resized from {spec.image_size} to its "
+                f"{fspec.image_size} px")
+            found = AtSize(found, fspec.image_size)
+        baselines = (*[b for b in baselines if b != "foundation"], "foundation")
     if shots is None and label_fractions is None:
         shots = [1, 5, 10]
     test_src = open_source(data, **spec.reader_options())
@@ -79,27 +98,32 @@ def evaluate(
     if (y_test < 0).any() or (y_pool < 0).any():
         raise ValueError(f"{data}: few-label evaluation needs labels (class subfolders, .cls members or labels key)")
     num_classes = int(max(y_pool.max(), y_test.max()) + 1)
-    log(f"evaluating {run.name} on {test_src.name}: {len(y_pool)} labelled pool, {len(y_test)} test, "
+    log(f"evaluating {runs.source_name(run)} on {test_src.name}: {len(y_pool)} labelled pool, {len(y_test)} test, "
         f"{num_classes} classes, protocols {', '.join(protocols)}, baselines {', '.join(baselines) or 'none'}")
 
     def scratch() -> nn.Module:
         return build_encoder(enc_cfg, spec)
 
+    out_dir = Path(out) if out is not None else runs.results_dir(run, log)
     recs = evaluate_few_label(
         encoder=encoder, make_scratch_encoder=scratch, train_images=x_pool, train_labels=y_pool,
         test_images=x_test, test_labels=y_test, num_classes=num_classes, protocols=tuple(protocols),
         baselines=tuple(baselines), shots=list(shots) if shots else None,
         label_fractions=list(label_fractions) if label_fractions else None, seeds=tuple(range(seeds)),
-        finetune_seeds=finetune_seeds, task=test_src.name, recipe=recipe, feature_cache_dir=run / runs.CACHE,
-        progress=log,
+        finetune_seeds=finetune_seeds, task=test_src.name, recipe=recipe, feature_cache_dir=out_dir / runs.CACHE,
+        foundation=found, progress=log,
     )
-    found = verdicts(recs)
-    merge_records(run / runs.METRICS, recs + found)
+    for r in recs:
+        if primary == "foundation" and r["encoder"] == "ssl":
+            r.update(encoder="foundation", model=runs.canonical(run))
+        elif r["encoder"] == "foundation":
+            r["model"] = runs.canonical(foundation)
+    judged = verdicts(recs, encoder=primary)
+    merge_records(out_dir / runs.METRICS, recs + judged)
     log(format_table(recs))
-    if found:
-        log("verdict (paired over the same label draws):\n" + format_verdicts(found))
-    return recs + found
-    return recs
+    if judged:
+        log("verdict (paired over the same label draws):\n" + format_verdicts(judged))
+    return recs + judged
 
 
 def report(run: str | Path, data: str | None = None, *, max_images: int = 500, log: Log = say) -> Path:
@@ -176,6 +200,14 @@ def _collect(src: Any, max_samples: int | None) -> dict[str, list]:
     return {"inputs": inputs, "labels": labels, "captions": captions}
 
 
+def _tagged(recs: list[dict], source: str | Path) -> list[dict]:
+    """Records measured on a public model say so: ``"encoder": "foundation"`` and the ``model`` reference."""
+    if runs.is_reference(source):
+        for r in recs:
+            r.update(encoder="foundation", model=runs.canonical(source))
+    return recs
+
+
 def _source_for(method: nn.Module, data: str) -> Any:
     spec = getattr(method, "spec", None)
     return open_source(data, **(spec.reader_options() if spec is not None else {}))
@@ -186,7 +218,6 @@ def zero_shot(run: str | Path, data: str, classes: Sequence[str] | None = None, 
     """Zero-shot classification with a CLIP/SigLIP run: class names -> prompts -> nearest text."""
     from selfsup.evaluate.zeroshot import zero_shot as _zero_shot
 
-    run = Path(run)
     method = runs.load_method(run)
     if not hasattr(method, "encode_text"):
         raise ValueError(f"{run}: zero-shot needs an image-text or audio-text method (clip, siglip)")
@@ -196,7 +227,7 @@ def zero_shot(run: str | Path, data: str, classes: Sequence[str] | None = None, 
         raise ValueError(f"{data}: give the class names with --classes (in label order)")
     got = _collect(src, max_samples)
     recs = _zero_shot(method, got["inputs"], got["labels"], names, templates, task=src.name)
-    merge_records(run / runs.METRICS, recs)
+    merge_records(runs.results_dir(run, log) / runs.METRICS, _tagged(recs, run))
     log(format_table(recs))
     return recs
 
@@ -205,7 +236,6 @@ def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, log:
     """Image<->text (or audio<->text) recall@1/5/10 on a caption set, several captions per item allowed."""
     from selfsup.evaluate.retrieval import retrieval
 
-    run = Path(run)
     method = runs.load_method(run)
     if not hasattr(method, "encode_text"):
         raise ValueError(f"{run}: retrieval needs an image-text or audio-text method (clip, siglip)")
@@ -216,7 +246,7 @@ def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, log:
         raise ValueError(f"{data}: no captions found (.json with 'captions' or 'text')")
     inputs = got["inputs"][keep] if isinstance(got["inputs"], torch.Tensor) else [got["inputs"][i] for i in keep]
     recs = retrieval(method, inputs, [got["captions"][i] for i in keep], task=src.name)
-    merge_records(run / runs.METRICS, recs)
+    merge_records(runs.results_dir(run, log) / runs.METRICS, _tagged(recs, run))
     log(format_table(recs))
     return recs
 
@@ -238,6 +268,7 @@ def evaluate_curve(
     test_fraction: float = 0.5,
     max_samples: int | None = None,
     recipe: FinetuneRecipe | None = None,
+    foundation: str | Path | None = None,
     log: Log = say,
 ) -> list[dict]:
     """The label-efficiency curve: ``evaluate`` at several budgets, plotted to ``RUN/figures``.
@@ -252,14 +283,15 @@ def evaluate_curve(
         shots, label_fractions = CURVE_SHOTS, CURVE_FRACTIONS
     if seeds < 3:
         log(f"warning: {seeds} seed(s); error bars need at least 3")
+    out = runs.results_dir(run, log)
     recs = evaluate(run, data, protocols=protocols, baselines=baselines, shots=shots, label_fractions=label_fractions,
                     seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, test_fraction=test_fraction,
-                    max_samples=max_samples, recipe=recipe, log=log)
+                    max_samples=max_samples, recipe=recipe, foundation=foundation, out=out, log=log)
     png = plot_label_efficiency(recs)
     if png is None:
         log("no curve drawn: it needs at least two budgets of one kind (shots or fractions)")
         return recs
-    path = Path(run) / runs.FIGURES / "label_efficiency.png"
+    path = out / runs.FIGURES / "label_efficiency.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
     log(f"label-efficiency curve written to {path}")

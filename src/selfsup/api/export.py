@@ -15,22 +15,29 @@ EXPORT_FORMATS = ("safetensors", "onnx", "hf", "timm")
 def export(run: str | Path, format: str, out: str | Path | None = None, *, log: Log = say) -> Path:
     """Deliver a run's encoder: ``safetensors`` (timm names + config metadata), ``onnx`` (pooled
     features, checked against torch in onnxruntime), ``hf`` (a ``transformers.ViTModel`` folder) or
-    ``timm`` (timm-named weights + config)."""
-    import shutil
+    ``timm`` (timm-named weights + config).
 
+    ``run`` may be a public model (``hf:``, ``timm:``, ``torchvision:``...) with no training run:
+    it is exported as selfsup loads it (its normalisation inside, e.g. ONNX takes [0, 1] images the
+    same way), by default into ``runs/<model>-<time>/export/``.
+    """
     from selfsup.export.hf import export_hf, export_timm
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
-    run = Path(run)
     encoder, spec, enc_cfg = runs.load_encoder(run)
     if format in ("hf", "timm") and enc_cfg.name != "vit":
-        raise ValueError(f"--format {format} exports ViT encoders; this run's encoder is {enc_cfg.name}")
+        raise ValueError(f"--format {format} exports ViT encoders; this encoder is {enc_cfg.name}")
     default = {"safetensors": "encoder.safetensors", "onnx": "encoder.onnx", "hf": "hf", "timm": "timm"}[format]
-    target = Path(out) if out else run / "export" / default
-    if format == "safetensors":
+    target = Path(out) if out else runs.results_dir(run, log) / "export" / default
+    if format == "safetensors" and runs.is_reference(run):
+        runs.write_encoder(encoder.state_dict(), enc_cfg, spec, target)
+    elif format == "safetensors":
+        import shutil
+
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run / runs.ENCODER, target)
+        path = Path(run)
+        shutil.copyfile(path / runs.ENCODER if path.is_dir() else path, target)
     elif format == "onnx":
         from selfsup.export.onnx import check_onnx, export_onnx
 

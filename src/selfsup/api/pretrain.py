@@ -16,15 +16,87 @@ from selfsup.api.common import Log, say
 from selfsup.api.evaluate import evaluate, report
 from selfsup.config import ConfigError, RunConfig, build_config, dump_config, load_config
 from selfsup.data import open_source
+from selfsup.encoders import EncoderConfig
 from selfsup.evaluate.fewshot import DEFAULT_FINETUNE_SEEDS, DEFAULT_SEEDS
 from selfsup.evaluate.records import PRETRAIN_METRICS, merge_records, record
-from selfsup.methods import build_method
+from selfsup.methods import build_method, method_class
+from selfsup.methods.warmstart import WarmStart, apply_warm_start, read_warm_start, warm_start_options
+from selfsup.train.config import CONTINUE_DEFAULTS
 
 
 def _open(cfg: RunConfig):
     d = cfg.data
     return open_source(d.path, image_size=d.image_size, channels=d.channels, images_key=d.images_key,
                        labels_key=d.labels_key)
+
+
+# Encoder fields that may differ from the reference a run continues: they change no weight's shape.
+FREE_ENCODER_FIELDS = ("drop_path", "source")
+
+
+def _continue_config(cfg: RunConfig, ws: WarmStart, reload, log: Log) -> RunConfig:
+    """The run's config when it continues ``ws``: the encoder is the reference's, the method options its
+    weights fix (decoder, text tower) come from it unless given as key=value, and the training defaults
+    are those for continuing (``train.config.CONTINUE_DEFAULTS``) unless the run sets them."""
+    method = {"name": cfg.method_name, **warm_start_options(method_class(cfg.method_name), ws)}
+    enc = ws.config.model_dump(mode="json")
+    if "drop_path" in cfg.encoder.model_fields_set:
+        enc["drop_path"] = cfg.encoder.drop_path
+    new = reload(method=method, encoder=enc)
+    for k in EncoderConfig.model_fields:
+        if k not in FREE_ENCODER_FIELDS and getattr(new.encoder, k) != getattr(ws.config, k):
+            raise ConfigError(f"encoder.{k} comes from --init {ws.ref} ({getattr(ws.config, k)!r}); a continued "
+                              f"run keeps the reference's network (only {', '.join(FREE_ENCODER_FIELDS)} may change)")
+    defaults = {k: v for k, v in CONTINUE_DEFAULTS.items() if k not in new.train.model_fields_set}
+    new.train = new.train.model_copy(update=defaults)
+    d = new.data
+    d.image_size = d.image_size or ws.spec.image_size
+    d.channels = d.channels or ws.spec.channels
+    if ws.config.name == "vit" and d.image_size % ws.config.patch_size:
+        raise ConfigError(f"data.image_size {d.image_size} is not a multiple of {ws.ref}'s patch size "
+                          f"{ws.config.patch_size}")
+    t = new.train
+    log(f"continuing {ws.describe()} at {d.image_size} px: lr {t.lr:g}, warmup {t.warmup:g}, layer decay "
+        f"{t.layer_decay:g}" + (f" (continuing defaults for {', '.join(defaults)})" if defaults else ""))
+    return new
+
+
+def _warm_start(cfg: RunConfig) -> WarmStart:
+    """What ``cfg.init`` holds: a public model (``methods.warmstart``), or another run's encoder."""
+    loaded = None if runs.is_reference(cfg.init) else runs.load_encoder(cfg.init)
+    return read_warm_start(cfg.init, cfg.method_name, loaded)
+
+
+def _monitor(cfg: RunConfig, spec, log: Log):
+    """The regression guard of ``train.monitor``: kNN on that labelled set (``evaluate.knn.knn_monitor``)."""
+    from selfsup.evaluate.knn import knn_monitor
+    from selfsup.train.monitor import Monitor
+
+    t = cfg.train
+    src = open_source(t.monitor, **spec.reader_options())
+    x, y = src.arrays(t.monitor_max_samples)
+    keep = y >= 0
+    x, y = x[keep], y[keep]
+    counts = np.bincount(y) if len(y) else np.zeros(0, dtype=int)
+    if (counts >= 2).sum() < 2:
+        raise ConfigError(f"--monitor {t.monitor}: needs labels, at least 2 samples in each of 2 classes "
+                          f"(class subfolders, .cls members or a labels key); found {len(y)} labelled")
+    log(f"monitor: kNN top-1 (leave-one-out, k 20) on {len(y)} labelled samples of {src.name} ({len(counts)} "
+        f"classes) at step 0 and every {t.monitor_every} steps; stops after {t.monitor_patience} checks in a row "
+        f"more than {t.monitor_min_delta:g} below the best; encoder.safetensors = the best weights")
+    monitor = Monitor(knn_monitor(x, y, len(counts)), every=t.monitor_every, patience=t.monitor_patience,
+                      min_delta=t.monitor_min_delta)
+    return monitor, src.name
+
+
+def _monitor_records(task: str, monitor, method: str) -> list[dict]:
+    """The guard's curve as records: the score of the starting weights, the best (with the curve) and the last."""
+    hist = monitor.history
+    extra = {"method": method, **({"stopped": monitor.stopped} if monitor.stopped else {})}
+    return [record(task, "monitor", "ssl", "knn_top1_start", [hist[0][1]], step=hist[0][0], **extra),
+            record(task, "monitor", "ssl", "knn_top1_best", [monitor.best_score], step=monitor.best_step,
+                   curve=[[s, v] for s, v in hist], **extra),
+            record(task, "monitor", "ssl", "knn_top1_final", [hist[-1][1]], step=hist[-1][0], **extra)]
 
 
 def pretrain(
@@ -38,20 +110,36 @@ def pretrain(
     steps: int | None = None,
     epochs: int | None = None,
     resume: str | Path | None = None,
+    init: str | None = None,
+    teacher: str | None = None,
+    monitor: str | None = None,
     progress: bool | None = None,
     log: Log = say,
 ) -> Path:
-    """Pretrain an encoder; returns the run folder. With ``resume``, continue that run."""
+    """Pretrain an encoder; returns the run folder. With ``resume``, continue that run.
+
+    ``init``: start from a public model (a reference, ``encoders.hub``) or another run's encoder
+    instead of random weights (``methods.warmstart``: the encoder's config is the reference's, MAE
+    takes its decoder and CLIP/SigLIP both towers and the tokenizer when the checkpoint has them,
+    training defaults for continuing). ``teacher``: the frozen teacher of ``method="distill"``.
+    ``monitor``: labelled data scored by kNN every ``train.monitor_every`` steps from step 0, keeping
+    the best weights and stopping a collapse (``train.monitor``); it must not be a later test set.
+    """
     from selfsup.train.checkpoint import newest_good_checkpoint  # Lightning loads only when training
     from selfsup.train.engine import Snapshots, fit
 
     length = {k: v for k, v in {"budget": budget, "steps": steps, "epochs": epochs}.items() if v is not None}
+    ws = None
     if resume is not None:
+        if init is not None or teacher is not None:
+            raise ConfigError("--init and --teacher start a run; a resumed run keeps its own (see its config.yaml)")
         run_dir = Path(resume)
         cfg = runs.load_run_config(run_dir)
         raw = cfg.model_dump(mode="json")
         if length:
             raw["train"].update({"budget": None, "steps": None, "epochs": None, **length})
+        if monitor is not None:
+            raw["train"]["monitor"] = monitor
         cfg = build_config(raw, list(overrides))
         ckpt = newest_good_checkpoint(run_dir / runs.CHECKPOINTS)
         if ckpt is None:
@@ -60,14 +148,33 @@ def pretrain(
             log(f"resuming from {ckpt}")
     else:
         train = {"budget": None, "steps": None, "epochs": None, **length} if length else None
-        cfg = load_config(config, list(overrides), method=method, data={"path": data} if data else None,
-                          train=train)
+        if monitor is not None:
+            train = {**(train or {}), "monitor": monitor}
+        extra = {"teacher": runs.canonical(teacher)} if teacher is not None else {}
+        named = {"name": method, **extra} if method else extra or None
+
+        def reload(**fields) -> RunConfig:
+            fields["method"] = {**(named or {}), **fields["method"]} if "method" in fields else named
+            return load_config(config, list(overrides), data={"path": data} if data else None, train=train,
+                               init=runs.canonical(init) if init else None, **fields)
+
+        cfg = reload()
+        if cfg.init:
+            ws = _warm_start(cfg)
+            cfg = _continue_config(cfg, ws, reload, log)
         t = cfg.train
         if not (out or cfg.out) and distributed.multi_process(t.strategy, t.devices, t.num_nodes):
             raise ConfigError("a multi-process run needs --out (or out: in the config) so every process "
                               "writes the same run folder")
         run_dir = runs.new_run_dir(cfg.method_name, out or cfg.out)
         ckpt = None
+    teacher_enc = None
+    if getattr(method_class(cfg.method_name), "uses_teacher", False):
+        if not cfg.method.get("teacher"):
+            raise ConfigError(f"--method {cfg.method_name} needs --teacher REF (a public model or a run folder)")
+        teacher_enc = runs.load_encoder(cfg.method["teacher"])[0]
+        cfg.method.update({k: v for k, v in method_class(cfg.method_name).teacher_options(teacher_enc).items()
+                           if cfg.method.get(k) is None})
     source = _open(cfg)
     spec = source.spec
     cfg.data.image_size, cfg.data.channels = spec.image_size, spec.channels
@@ -75,8 +182,13 @@ def pretrain(
         dump_config(cfg, run_dir / runs.CONFIG)
     torch.manual_seed(cfg.train.seed)
     model = build_method(cfg.method_name, cfg.method_options, cfg.encoder, spec)
+    if cfg.init and ckpt is None:  # a resumed run's weights come from its checkpoint
+        apply_warm_start(model, ws or _warm_start(cfg))
+    if teacher_enc is not None:
+        model.set_teacher(teacher_enc)
     if hasattr(model, "prepare"):
         model.prepare(source, run_dir)
+    guard, guard_task = _monitor(cfg, spec, log) if cfg.train.monitor else (None, None)
     n_params = sum(p.numel() for p in model.encoder.parameters())
     log(f"pretraining {cfg.method_name} ({n_params / 1e6:.2f}M encoder parameters) on {source.name} "
         f"({spec.channels}x{spec.image_size}x{spec.image_size}); run folder {run_dir}")
@@ -92,22 +204,31 @@ def pretrain(
 
     snapshots = [Snapshots(t.snapshots, snapshot)] if t.snapshots else []
     module = fit(model, loader, t, run_dir, total_steps=total, resume_from=ckpt, progress=progress,
-                 extra_callbacks=snapshots)
+                 extra_callbacks=snapshots, guards=[guard] if guard is not None else None)
     if module.global_rank != 0:  # one process writes the results (counts are summed over ranks)
         return run_dir
-    runs.save_encoder(model, cfg, spec, run_dir)
+    runs.save_encoder(model, cfg, spec, run_dir, best=guard.best_state if guard is not None else None)
     hist = module.loss_history
     tail = [v for _, v in hist[-max(1, len(hist) // 10):]] or [float("nan")]
     measured = {"final_loss": float(np.mean(tail)), "steps": float(module.global_step), "seconds": module.elapsed,
                 "images_per_s": module.images_seen / max(module.elapsed, 1e-9),
                 "skipped_samples": float(module.n_skipped), "nonfinite_steps": float(module.bad_steps)}
-    recs = [record(source.name, "pretrain", "ssl", m, [measured[m]], method=cfg.method_name) for m in PRETRAIN_METRICS]
+    origin = {"init": cfg.init} if cfg.init else {}
+    recs = [record(source.name, "pretrain", "ssl", m, [measured[m]], method=cfg.method_name, **origin)
+            for m in PRETRAIN_METRICS]
+    if guard is not None and guard.history:
+        recs += _monitor_records(guard_task, guard, cfg.method_name)
     merge_records(run_dir / runs.METRICS, recs)
     (run_dir / runs.LOSS_HISTORY).write_text(json.dumps(hist))
     skipped = f"; skipped {module.n_skipped} unreadable samples" if module.n_skipped else ""
     if module.skipped_examples:
         skipped += f" (e.g. {', '.join(module.skipped_examples[:3])})"
     log(f"done: {module.global_step} steps in {module.elapsed:.0f}s, final loss {np.mean(tail):.4f}{skipped}")
+    if guard is not None and guard.history:
+        first, last = guard.history[0], guard.history[-1]
+        log(guard.stopped or f"monitor: kNN top-1 {first[1]:.4f} at step {first[0]}, best {guard.best_score:.4f} at "
+            f"step {guard.best_step}, last {last[1]:.4f}; encoder.safetensors holds the best, "
+            f"{runs.ENCODER_LAST} the last")
     return run_dir
 
 

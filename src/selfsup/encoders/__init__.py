@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
@@ -103,4 +104,57 @@ def to_input(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return normalize(images, *input_stats(encoder))
 
 
-__all__ = ["EncoderConfig", "build_encoder", "input_stats", "to_input", "VisionTransformer", "vit"]
+def pooled_and_patches(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder input (B, C, H, W) -> pooled features (B, num_features) and the patch map (B, D, h, w), one pass.
+
+    A ViT's map is its normed patch tokens on the patch grid (prefix tokens left out); a CNN's (ResNet,
+    MobileNetV2) its last feature map. The pooled features equal ``encoder(x)``.
+    """
+    feats = encoder.forward_features(x)
+    pooled = encoder.forward_head(feats, pre_logits=True)
+    if feats.ndim == 3:  # ViT tokens (B, P + N, D)
+        gh, gw = encoder.grid_for(x)
+        feats = feats[:, encoder.num_prefix_tokens:].transpose(1, 2).reshape(len(x), -1, gh, gw)
+    return pooled, feats
+
+
+def patch_width(encoder: nn.Module) -> int:
+    """Channels of ``pooled_and_patches``'s patch map: a ViT's token width, a CNN's ``num_features``."""
+    return int(getattr(encoder, "embed_dim", encoder.num_features))
+
+
+class AtSize(nn.Module):
+    """``encoder`` reading its input resized to ``size`` x ``size`` (bilinear, antialiased when shrinking).
+
+    How a public model trained at one resolution reads images stored at another: resizing commutes
+    with the per-channel normalisation, so ``to_input`` before or after gives the same input. Carries
+    the encoder's ``num_features``, ``in_chans`` and input statistics, so every consumer (features,
+    fine-tuning, ``to_input``) treats it as the encoder itself.
+    """
+
+    def __init__(self, encoder: nn.Module, size: int):
+        super().__init__()
+        self.encoder, self.size = encoder, int(size)
+        self.num_features = encoder.num_features
+        self.in_chans = getattr(encoder, "in_chans", None)
+        self.input_mean, self.input_std = input_stats(encoder)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Input (B, C, H, W) at any size -> pooled features (B, num_features)."""
+        return self.encoder(resize_to(x, self.size))
+
+
+def resize_to(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size) (or (B, C, *size)): bilinear, antialiased when shrinking."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False,
+                         antialias=x.shape[-1] > size[-1] or x.shape[-2] > size[-2]).to(x.dtype)
+
+
+__all__ = [
+    "AtSize", "EncoderConfig", "build_encoder", "input_stats", "patch_width", "pooled_and_patches", "resize_to",
+    "to_input",
+    "VisionTransformer", "vit",
+]

@@ -23,8 +23,10 @@ weights file: ``weights.pt`` -> ``weights.json``; later ones win):
 ``origin=keras`` (torchvision MobileNetV2 weights from Keras: BatchNorm eps 1e-3, TensorFlow
 "same" padding, inputs in [-1, 1]), ``width_mult`` (MobileNetV2, else read from the shapes),
 ``arch`` (timm name for a local timm file), ``quick_gelu`` (open_clip), ``revision`` (Hub
-downloads), and any ``EncoderConfig`` field, applied after conversion (e.g. ``act=quick_gelu``,
-``heads=16``, ``pool=avg``, ``mean=0.5,0.5,0.5``).
+downloads), ``image_size`` (the side images are read at, ``spec.image_size``; default the size the
+model was trained at; a ViT interpolates its position embeddings), and any ``EncoderConfig``
+field, applied after conversion (e.g. ``act=quick_gelu``, ``heads=16``, ``pool=avg``,
+``mean=0.5,0.5,0.5``).
 
 Downloads go through ``huggingface_hub`` into its cache (``HF_HUB_OFFLINE=1`` uses the cache
 only). Weights are read from safetensors, or with ``torch.load(weights_only=True)``, never by
@@ -61,7 +63,7 @@ from selfsup.encoders.convert import (
 from selfsup.encoders.text import TextConfig, TextTransformer, build_text
 
 SCHEMES = ("hf", "timm", "open_clip", "torchvision")
-LOADER_OPTIONS = ("origin", "width_mult", "arch", "quick_gelu", "revision")
+LOADER_OPTIONS = ("origin", "width_mult", "arch", "quick_gelu", "revision", "image_size")
 
 # open_clip (ARCH, TAG) -> (Hub repo, quick_gelu), from open_clip's pretrained.py; others: open_clip:ORG/NAME
 OPEN_CLIP_HUB: dict[tuple[str, str], tuple[str, bool]] = {
@@ -271,6 +273,8 @@ def read_pretrained(ref: str | Path | ModelRef, **options) -> Converted:
     else:
         conv = from_torchvision(state, opts.pop("origin", "torchvision"),
                                 float(opts.pop("width_mult")) if "width_mult" in opts else None, source)
+    if "image_size" in opts:
+        conv.spec.image_size = int(opts.pop("image_size"))
     for key in LOADER_OPTIONS:
         opts.pop(key, None)
     if opts:

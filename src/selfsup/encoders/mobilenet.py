@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.encoders.levels import run_levels
+
 # (expansion t, channels c, repeats n, first stride s), the paper's Table 2
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
@@ -101,6 +103,15 @@ class MobileNetV2(nn.Module):
                 cin = cout
         features.append(conv_bn_act(cin, last, 1, 1, 1, bn_eps, tf_padding))
         self.features = nn.Sequential(*features)
+        strides = [2]  # cumulative stride after each of features
+        for _, _, n, s in SETTINGS:
+            for i in range(n):
+                strides.append(strides[-1] * (s if i == 0 else 1))
+        strides.append(strides[-1])
+        ends = [i for i in range(len(strides)) if (i + 1 == len(strides) or strides[i + 1] != strides[i])
+                and strides[i] >= 4]
+        self.level_ends = ends  # features indices where the stride-4, 8, 16, 32 stages end
+        self.num_levels = len(ends)
         self.num_features = last
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes)) if num_classes else nn.Identity()
         for m in self.modules():
@@ -116,6 +127,13 @@ class MobileNetV2(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> last feature map (B, num_features, H / 32, W / 32)."""
         return self.features(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, *, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False):
+        """Feature maps at the ends of the stride-4, 8, 16 and 32 stages (``encoders.levels.run_levels``)."""
+        starts = [0, *(e + 1 for e in self.level_ends[:-1])]
+        levels = [self.features[a : b + 1] for a, b in zip(starts, self.level_ends, strict=True)]
+        return run_levels(levels, x, indices, output_fmt=output_fmt, intermediates_only=intermediates_only)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean(dim=(2, 3))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfsup.encoders.levels import run_levels
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (ResNet-18/34)."""
@@ -116,6 +118,15 @@ class ResNet(nn.Module):
         """(B, C, H, W) -> last feature map (B, num_features, H / 32, W / 32) (H / 8 with the CIFAR stem)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    num_levels = 4  # layer1..layer4 (``forward_intermediates``)
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, *, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False):
+        """Feature maps after layer1..layer4 (``encoders.levels.run_levels``); the stem runs before layer1."""
+        stem = nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool, self.layer1)
+        levels = [stem, self.layer2, self.layer3, self.layer4]
+        return run_levels(levels, x, indices, output_fmt=output_fmt, intermediates_only=intermediates_only)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.avgpool(x).flatten(1)

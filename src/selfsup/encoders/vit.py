@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.encoders.levels import take_indices
+
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"width": 192, "depth": 12, "heads": 3},
     "small": {"width": 384, "depth": 12, "heads": 6},
@@ -441,14 +443,7 @@ class VisionTransformer(nn.Module):
         """
         if output_fmt not in ("NCHW", "NHWC", "NLC"):
             raise ValueError(f"output_fmt must be NCHW, NHWC or NLC, not {output_fmt!r}")
-        if indices is None:
-            take = list(range(self.depth))
-        elif isinstance(indices, int):
-            take = list(range(self.depth - indices, self.depth))
-        else:
-            take = [i % self.depth if -self.depth <= i < self.depth else i for i in indices]
-        if not take or not all(0 <= i < self.depth for i in take):
-            raise ValueError(f"indices {indices} are not blocks of a {self.depth}-block ViT")
+        take = take_indices(indices, self.depth)
         gh, gw = self.grid_for(x)
         t = self._pos_embed(self.embed_patches(x))
         P = self.num_prefix_tokens

@@ -1,8 +1,8 @@
 """Visual anomaly detection with PatchCore (Roth et al. 2022, "Towards Total Recall in Industrial
 Anomaly Detection", CVPR).
 
-Fit: every patch of every normal image becomes a feature vector (mid-level ViT tokens, locally
-averaged over a 3x3 neighbourhood of patches); a greedy coreset keeps a small subset that still
+Fit: every patch of every normal image becomes a feature vector (mid-level ViT tokens or CNN stage
+maps, locally averaged over a 3x3 neighbourhood of patches); a greedy coreset keeps a small subset that still
 covers them all, the memory bank. Score: a test patch's anomaly score is its distance to the
 nearest bank entry; an image's score is its highest patch score; the pixel heatmap is the patch
 scores upsampled to the image and smoothed with a Gaussian (sigma 4, as in the paper).
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from selfsup.data.spec import as_tensor, normalize, to_float
 from selfsup.encoders.inference import encode_images
-from selfsup.encoders.vit import VisionTransformer
 from selfsup.evaluate.records import record
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -46,15 +46,26 @@ def default_layers(depth: int) -> tuple[int, ...]:
     return (max(depth // 2 - 1, 0), depth // 2) if depth > 1 else (0,)
 
 
-def vit_block_tokens(encoder: VisionTransformer, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
-    """Normalised images (B, C, H, W) -> patch tokens after each block in ``layers``, (B, gh, gw, D) each.
+def num_levels(encoder: nn.Module) -> int:
+    """Levels ``forward_intermediates`` can return: a ViT's blocks, a CNN's stages (``encoders.levels``)."""
+    return len(encoder.blocks) if hasattr(encoder, "blocks") else int(encoder.num_levels)
 
-    ``forward_intermediates`` runs the blocks only up to the deepest one asked for. Tokens are
-    layer-normalised without affine parameters (the encoder's final ``norm`` is trained for the
-    last block only), which also puts the chosen blocks on one scale before they are concatenated.
+
+def vit_block_tokens(encoder: nn.Module, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
+    """Normalised images (B, C, H, W) -> patch features after each level in ``layers``, (B, gh, gw, D) each.
+
+    ``forward_intermediates`` runs the encoder only up to the deepest level asked for: ViT blocks, or
+    CNN stages, whose maps are resized (bilinear) to the grid of the finest one asked for, as
+    PatchCore upsamples layer3 to layer2. Features are layer-normalised without affine parameters
+    (a ViT's final ``norm`` is trained for the last block only), which also puts the chosen levels on
+    one scale before they are concatenated.
     """
-    return [F.layer_norm(t, t.shape[-1:])
-            for t in encoder.forward_intermediates(x, layers, output_fmt="NHWC", intermediates_only=True)]
+    maps = encoder.forward_intermediates(x, layers, output_fmt="NHWC", intermediates_only=True)
+    grid = max((tuple(m.shape[1:3]) for m in maps), key=lambda g: g[0] * g[1])
+    maps = [m if tuple(m.shape[1:3]) == grid else
+            F.interpolate(m.permute(0, 3, 1, 2), size=grid, mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+            for m in maps]
+    return [F.layer_norm(t, t.shape[-1:]) for t in maps]
 
 
 def aggregate_3x3(feats: torch.Tensor) -> torch.Tensor:
@@ -65,20 +76,20 @@ def aggregate_3x3(feats: torch.Tensor) -> torch.Tensor:
 
 
 def patch_features(
-    encoder: VisionTransformer,
+    encoder: nn.Module,
     images_uint8: np.ndarray | torch.Tensor,
     layers: tuple[int, ...] | None = None,
     batch_size: int = 64,
     aggregate: bool = True,
     l2_normalize: bool = False,
 ) -> torch.Tensor:
-    """uint8 images (N, C, H, W) -> ViT patch features (N, gh, gw, F), float32 on the CPU.
+    """uint8 images (N, C, H, W) -> patch features (N, gh, gw, F) of a ViT or CNN, float32 on the CPU.
 
     F = len(layers) * D: the tokens of each block in ``layers`` (default ``default_layers``),
     each optionally 3x3-averaged over the grid, concatenated, optionally L2-normalised.
     Images reach the encoder as ``encoders.to_input`` makes them (grey repeated when it wants three channels).
     """
-    layers = tuple(layers) if layers is not None else default_layers(len(encoder.blocks))
+    layers = tuple(layers) if layers is not None else default_layers(num_levels(encoder))
 
     def features(x: torch.Tensor) -> torch.Tensor:
         feats = vit_block_tokens(encoder, x, layers)
@@ -208,7 +219,8 @@ def heatmaps_from_patches(patch_scores: torch.Tensor, size: tuple[int, int], sig
 
 
 class PatchCore:
-    """PatchCore anomaly detector over a ViT's patch tokens, or raw pixel patches (encoder None).
+    """PatchCore anomaly detector over an encoder's patch features (ViT tokens, CNN feature maps), or raw
+    pixel patches (encoder None).
 
     ``fit(encoder, normal_images)`` builds the memory bank; ``score(images)`` gives image scores
     (N,) and heatmaps (N, H, W). ``coreset_size`` is a fraction (float) or count (int) of all
@@ -236,7 +248,7 @@ class PatchCore:
         self.pixel_patch, self.neighbourhood = pixel_patch, neighbourhood
         self.coreset_size, self.proj_dim = coreset_size, proj_dim
         self.sigma, self.reweight, self.seed, self.batch_size = sigma, reweight, seed, batch_size
-        self.encoder: VisionTransformer | None = None
+        self.encoder: nn.Module | None = None
         self.memory_bank: torch.Tensor | None = None
 
     def config(self) -> dict:
@@ -244,7 +256,7 @@ class PatchCore:
                 "proj_dim", "sigma", "reweight", "seed", "batch_size")
         cfg = {k: getattr(self, k) for k in keys}
         cfg["layers"] = list(self.layers) if self.layers is not None else None
-        cfg["backbone"] = "pixels" if self.encoder is None else "vit"
+        cfg["backbone"] = "pixels" if self.encoder is None else "vit" if hasattr(self.encoder, "blocks") else "cnn"
         return cfg
 
     def features(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -254,11 +266,11 @@ class PatchCore:
         return patch_features(self.encoder, images, self.layers, self.batch_size, self.aggregate,
                               self.l2_normalize)
 
-    def fit(self, encoder: VisionTransformer | None, images: np.ndarray | torch.Tensor) -> PatchCore:
+    def fit(self, encoder: nn.Module | None, images: np.ndarray | torch.Tensor) -> PatchCore:
         """Memory bank from normal uint8 images (N, C, H, W): all patch features, coreset-subsampled."""
         self.encoder = encoder
         if encoder is not None and self.layers is None:
-            self.layers = default_layers(len(encoder.blocks))
+            self.layers = default_layers(num_levels(encoder))
         feats = self.features(images)
         feats = feats.reshape(-1, feats.shape[-1])
         self.memory_bank = feats[coreset(feats, self.coreset_size, self.seed, self.proj_dim)].contiguous()
@@ -304,7 +316,7 @@ class PatchCore:
                   metadata={"patchcore_config": json.dumps(self.config())})
 
     @classmethod
-    def load(cls, path: str | Path, encoder: VisionTransformer | None = None) -> PatchCore:
+    def load(cls, path: str | Path, encoder: nn.Module | None = None) -> PatchCore:
         """The detector saved at ``path``; give the same ``encoder`` it was fitted with (None: pixels)."""
         from safetensors import safe_open
 
@@ -312,7 +324,7 @@ class PatchCore:
             cfg = json.loads(f.metadata()["patchcore_config"])
             bank = f.get_tensor("memory_bank")
         backbone = cfg.pop("backbone")
-        if (backbone == "vit") != (encoder is not None):
+        if (backbone != "pixels") != (encoder is not None):
             raise ValueError(f"{path} was fitted on {backbone!r} features; pass the matching encoder")
         model = cls(**cfg)
         model.encoder, model.memory_bank = encoder, bank

@@ -11,10 +11,14 @@ first by leave-one-out accuracy on the labelled set, the same way for every enco
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from selfsup.evaluate.features import sharded_features
 from selfsup.evaluate.metrics import expected_top1
 
 K_GRID = (20, 10, 50, 5, 1)  # in order of preference when scores tie; 20 is the usual default
@@ -96,4 +100,24 @@ def knn_probe(train_feats: torch.Tensor, train_labels: np.ndarray, test_feats: t
     return knn_predict(train, y, test, num_classes, k=chosen["k"]), chosen
 
 
-__all__ = ["choose_knn", "knn_predict", "knn_probe", "standardize", "K_GRID"]
+def knn_monitor(images: np.ndarray | torch.Tensor, labels: np.ndarray, num_classes: int | None = None,
+                k: int = DEFAULT_KNN["k"], batch_size: int = 256) -> Callable[[nn.Module], float]:
+    """The score of pretraining's regression guard (``train.monitor``): encoder -> leave-one-out kNN top-1.
+
+    ``images`` uint8 (N, C, H, W) with ``labels`` (N,): every image is classified by the vote of its
+    ``k`` nearest other images (``knn_predict`` with ``exclude_self``) on frozen features
+    (``features.sharded_features``: eval mode, sharded over ranks). k is fixed rather than chosen,
+    so scores at different steps compare; ties earn no free credit (``metrics.expected_top1``).
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    y = torch.as_tensor(labels)
+    classes = num_classes or int(labels.max()) + 1
+
+    def score(encoder: nn.Module) -> float:
+        feats = sharded_features(encoder, images, batch_size=batch_size)
+        return expected_top1(knn_predict(feats, y, feats, classes, k=k, exclude_self=True), labels)
+
+    return score
+
+
+__all__ = ["choose_knn", "knn_monitor", "knn_predict", "knn_probe", "standardize", "K_GRID"]

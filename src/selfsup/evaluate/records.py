@@ -21,6 +21,8 @@ ENCODERS = {  # what was measured
     "ssl": "this run's pretrained encoder",
     "scratch": "the same network trained from random weights on the same labels",
     "raw": "the same probe on raw pixels",
+    "foundation": "a public pretrained model as published (--foundation, or a model reference as RUN), "
+                  "under the same protocols and tuning",
 }
 PROTOCOLS = {  # how it was measured
     "knn": "kNN (frozen features)",
@@ -31,6 +33,7 @@ PROTOCOLS = {  # how it was measured
     "retrieval": "Retrieval",
     "anomaly": "Anomaly detection",
     "pretrain": "Pretraining",
+    "monitor": "kNN monitor during pretraining (--monitor; leave-one-out, k 20)",
 }
 METRICS = {  # what number
     "top1": "top-1 accuracy",

@@ -28,7 +28,8 @@ from selfsup.evaluate.records import BUDGET_KEYS, ENCODERS, METRICS, budget_kind
 
 DPI = 110
 MASK_TINT = np.array([0.55, 0.66, 0.85])  # hidden MAE patches: a blue-grey no image pixel has
-ENCODER_STYLE = {"ssl": ("-", "o"), "scratch": ("--", "s"), "raw": (":", "^")}  # line style, marker
+ENCODER_STYLE = {"ssl": ("-", "o"), "scratch": ("--", "s"), "raw": (":", "^"),
+                 "foundation": ("-.", "D")}  # line style, marker
 
 # ----------------------------------------------------------------------------- plumbing
 
@@ -456,7 +457,7 @@ def plot_label_efficiency(records: list[dict], metric: str | None = None) -> byt
             x = np.array([r[kind] * (100.0 if kind == "label_fraction" else 1.0) for r in rs], dtype=float)
             xs_all.update(x.tolist())
             jitter = 1.0 + 0.025 * (i - (len(series) - 1) / 2)  # keep error bars apart on log x
-            ls, marker = ENCODER_STYLE.get(encoder, ("-.", "D"))
+            ls, marker = ENCODER_STYLE.get(encoder, (":", "x"))
             label = f"{protocol} · {encoder}" + (f" ({peer})" if peer else "")
             label += f" [{task}]" if len(tasks) > 1 else ""
             art = ax.errorbar(x * jitter, [r["mean"] for r in rs], yerr=[r.get("std", 0.0) or 0.0 for r in rs],

@@ -5,8 +5,11 @@ instance of its ``Config`` (a pydantic model of its options), ``encoder_cfg`` an
 ``EncoderConfig`` and ``spec`` the ``InputSpec`` of the data. It owns ``self.encoder`` (the
 network that is kept, exported and evaluated), and ``forward(batch)`` returns a dict with a
 scalar ``loss`` (other scalar entries are logged). Optional hooks the engine calls when present:
-``prepare(source, run_dir)`` once before training (e.g. to fit a tokenizer), and
-``on_train_batch_end(step, total_steps)`` after each optimizer step (e.g. EMA teachers).
+``prepare(source, run_dir)`` once before training (e.g. to fit a tokenizer),
+``on_train_batch_end(step, total_steps)`` after each optimizer step (e.g. EMA teachers) and
+``on_train_end()``. Continuing from public weights (``methods.warmstart``): an optional static
+``warm_start_options(ws)`` (options the weights fix) and ``warm_start(ws)`` (weights beyond the
+encoder). A method with ``uses_teacher`` gets its frozen teacher from the API (``set_teacher``).
 
 Adding a method = one file + one line in ``METHODS``.
 """
@@ -20,6 +23,7 @@ from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig
 from selfsup.methods.clip import CLIP, SigLIP
 from selfsup.methods.dino import DINO
+from selfsup.methods.distill import Distill
 from selfsup.methods.mae import MAE
 from selfsup.methods.simclr import SimCLR
 
@@ -29,6 +33,7 @@ METHODS: dict[str, type[nn.Module]] = {
     "dino": DINO,
     "clip": CLIP,
     "siglip": SigLIP,
+    "distill": Distill,
 }
 
 

@@ -11,6 +11,9 @@ The same code does audio-text: for an audio ``InputSpec`` the "image" is the log
 spectrogram of ``batch["audio"]`` (``encoders.audio.LogMel``), and the same encoder (a ViT by
 default) reads it as a 1-channel image. The text tower is a small transformer over a BPE
 tokenizer fitted on the run's captions in ``prepare`` and carried inside the state dict.
+
+Continuing a public CLIP / SigLIP (``pretrain --init``, ``methods.warmstart``) builds both towers
+from its configs (``text``, ``image_projection``) and keeps its tokenizer.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from selfsup.data.augment import horizontal_flip, random_resized_crop
 from selfsup.data.spec import InputSpec, captions_of, to_float
 from selfsup.encoders import EncoderConfig, build_encoder, to_input
 from selfsup.encoders.audio import LogMel, spec_augment
-from selfsup.encoders.text import TextTransformer, train_tokenizer
+from selfsup.encoders.text import TextConfig, TextTransformer, build_text, train_tokenizer
 from selfsup.methods.gather import gather_offset, gather_with_grad
 
 
@@ -55,6 +58,10 @@ class CLIPConfig(BaseModel):
     clip_seconds: float = 1.0  # audio: the spectrogram spans this long
     spec_augment: bool = True  # audio: one frequency and one time mask per clip in training
     tokenizer_samples: int = 200_000  # samples read to fit the tokenizer
+    # -- continuing a public model (methods.warmstart fills these from it)
+    text: TextConfig | None = None  # the whole text tower's config; replaces the text_* fields and vocab_size
+    image_projection: bool = True  # False: pooled image features are the joint embedding (SigLIP)
+    projection_bias: bool = False
 
 
 class SigLIPConfig(CLIPConfig):
@@ -130,20 +137,69 @@ class CLIP(nn.Module):
             self.frontend = LogMel(spec.sample_rate or 16000, spec.image_size, spec.image_size, cfg.clip_seconds)
         self.spec = spec
         self.encoder = build_encoder(encoder, spec)
-        self.image_projection = nn.Linear(self.encoder.num_features, cfg.embed_dim, bias=False)
-        nn.init.normal_(self.image_projection.weight, std=self.encoder.num_features**-0.5)
-        self.text = TextTransformer(
-            cfg.vocab_size, cfg.context_length, cfg.text_width, cfg.text_depth, cfg.text_heads,
-            cfg.embed_dim, causal=cfg.text_causal, pool=cfg.text_pool,
-        )
+        if cfg.image_projection:
+            self.image_projection = nn.Linear(self.encoder.num_features, cfg.embed_dim, bias=cfg.projection_bias)
+            nn.init.normal_(self.image_projection.weight, std=self.encoder.num_features**-0.5)
+            if cfg.projection_bias:
+                nn.init.zeros_(self.image_projection.bias)
+        else:
+            self.image_projection = nn.Identity()
+        if cfg.text is not None:
+            self.text = build_text(cfg.text)
+        else:
+            self.text = TextTransformer(
+                cfg.vocab_size, cfg.context_length, cfg.text_width, cfg.text_depth, cfg.text_heads,
+                cfg.embed_dim, causal=cfg.text_causal, pool=cfg.text_pool,
+            )
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
+
+    # -- continuing a public model ----------------------------------------------------------------
+    @staticmethod
+    def warm_start_options(ws) -> dict:
+        """Options that rebuild the public model's towers (``methods.warmstart``)."""
+        t = ws.towers
+        proj = t.image_projection
+        options = {"text": t.text_config.model_dump(), "image_projection": proj is not None,
+                   "projection_bias": proj is not None and proj.bias is not None,
+                   "embed_dim": proj.out_features if proj is not None else t.vision.num_features,
+                   "init_logit_scale": float(t.logit_scale),
+                   "max_logit_scale": max(CLIPConfig().max_logit_scale, math.exp(float(t.logit_scale)))}
+        if t.logit_bias is not None:
+            options["init_logit_bias"] = float(t.logit_bias)
+        return options
+
+    def warm_start(self, ws) -> None:
+        """The text tower (with its tokenizer), the image projection, logit scale and bias of ``ws.towers``."""
+        from selfsup.methods.warmstart import load_weights
+
+        t = ws.towers
+        load_weights(self.text, t.text.state_dict(), "text tower", ws.ref)
+        self.text.missing_tokenizer_reason = t.text.missing_tokenizer_reason
+        if t.image_projection is not None:
+            load_weights(self.image_projection, t.image_projection.state_dict(), "image projection", ws.ref)
+        with torch.no_grad():
+            self.logit_scale.fill_(float(t.logit_scale))
+            if t.logit_bias is not None and hasattr(self, "logit_bias"):
+                self.logit_bias.fill_(float(t.logit_bias))
 
     # -- tokenizer ------------------------------------------------------------------------------
     def prepare(self, source, run_dir: str | Path | None = None) -> None:
-        """Fit the BPE tokenizer on the source's captions (or reuse ``run_dir/tokenizer.json``)."""
+        """Fit the BPE tokenizer on the source's captions (or reuse ``run_dir/tokenizer.json``).
+
+        A text tower continued from a public model keeps that model's tokenizer (saved to
+        ``run_dir/tokenizer.json`` for a resume); a public tower without one cannot be trained on text.
+        """
         path = Path(run_dir) / "tokenizer.json" if run_dir is not None else None
+        if self.text.tokenizer_json.numel():  # a public model's own tokenizer
+            if path is not None and not path.exists() and distributed.is_global_zero():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.text.tokenizer.save(str(path))
+            return
         if path is not None and path.exists():
             tok = Tokenizer.from_file(str(path))
+        elif self.cfg.text is not None:
+            raise ValueError(self.text.missing_tokenizer_reason or "this text tower comes from a public model and "
+                             "needs that model's tokenizer.json; a new tokenizer would not match its vocabulary")
         else:
             tok = train_tokenizer(iter_captions(source, self.cfg.tokenizer_samples), self.cfg.vocab_size)
             if distributed.is_initialized():  # one tokenizer for all: rank 0's

@@ -148,6 +148,11 @@ class DINO(nn.Module):
         multiple = getattr(self.encoder, "patch_size", 8)
         self.local_size = cfg.local_size or local_crop_size(spec.image_size, multiple)
 
+    def warm_start(self, ws) -> None:
+        """Continuing from public weights (``methods.warmstart``): the teacher starts as the loaded student."""
+        self.teacher_encoder.load_state_dict(self.encoder.state_dict())
+        self.teacher_head.load_state_dict(self.head.state_dict())
+
     def teacher_temperature(self, progress: float) -> float:
         """Linear warmup warmup_teacher_temp -> teacher_temp over the first teacher_temp_warmup of
         training; the final value when the length of training is unknown (progress < 0)."""

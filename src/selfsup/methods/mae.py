@@ -99,14 +99,36 @@ class MAE(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def decode(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def warm_start_options(ws) -> dict:
+        """Continuing from a ViTMAE checkpoint: its decoder's shape, mask ratio and target (``methods.warmstart``)."""
+        return dict(ws.mae_decoder.config) if ws.mae_decoder is not None else {}
+
+    def warm_start(self, ws) -> None:
+        """The checkpoint's decoder, when it has one (the encoder is already loaded)."""
+        if ws.mae_decoder is None:
+            return
+        missing, unexpected = self.load_state_dict(ws.mae_decoder.state, strict=False)
+        missing = [k for k in missing if not k.startswith("encoder.")]
+        if missing or unexpected:
+            raise ValueError(f"the MAE decoder of {ws.ref} does not fit (missing {missing[:4]}, unexpected "
+                             f"{unexpected[:4]}); leave method.decoder_* to the reference")
+
+    def decoder_pos(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Fixed sin-cos decoder positions (1, 1 + gh * gw, d); computed anew for a grid other than the encoder's
+        (a model continued at another image size than it was trained at)."""
+        if grid == tuple(self.encoder.grid):
+            return self.decoder_pos_embed
+        return sincos_pos_embed(self.cfg.decoder_width, grid).to(self.decoder_pos_embed)
+
+    def decode(self, latent: torch.Tensor, restore: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """Encoded [CLS, visible] (B, 1 + n_keep, D) -> pixel predictions for all patches (B, N, P)."""
         x = self.decoder_embed(latent)
         B, N = restore.shape
         hidden = self.mask_token.expand(B, N - (x.shape[1] - 1), -1)
         x_ = torch.cat([x[:, 1:], hidden], dim=1)
         x_ = torch.gather(x_, 1, restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        x = torch.cat([x[:, :1], x_], dim=1) + self.decoder_pos_embed
+        x = torch.cat([x[:, :1], x_], dim=1) + self.decoder_pos(grid or tuple(self.encoder.grid))
         for block in self.decoder_blocks:
             x = block(x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
@@ -122,7 +144,11 @@ class MAE(nn.Module):
         ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
         keep, mask, restore = random_masking(x.shape[0], gh * gw, ratio, device=x.device)
         latent = self.encoder.forward_tokens(self.encoder.embed_patches(x, keep))  # only visible patches
-        pred = self.decode(latent, restore)
+        P = self.encoder.num_prefix_tokens
+        if P != 1:  # the decoder's first slot is the class token: registers dropped, else the visible tokens' mean
+            first = latent[:, :1] if P else latent.mean(dim=1, keepdim=True)
+            latent = torch.cat([first, latent[:, P:]], dim=1)
+        pred = self.decode(latent, restore, (gh, gw))
         loss = mae_loss(pred, patchify(x, self.patch_size), mask, self.cfg.norm_pix_loss)
         return {"loss": loss, "pred": pred, "mask": mask}
 

@@ -22,6 +22,13 @@ def parse_duration(text: str | float | int) -> float:
 
 
 
+# What continuing from public weights (`pretrain --init`) changes unless the run sets it: a learning
+# rate an order of magnitude below training from scratch, a longer warmup, and layer-wise decay
+# (0.75, as in MAE's and BEiT's fine-tuning), so the early, most general layers move least and the
+# starting features are not washed out in the first steps (the forgetting dinov2#204 reports).
+CONTINUE_DEFAULTS = {"lr": 1e-4, "warmup": 0.1, "layer_decay": 0.75}
+
+
 class TrainConfig(BaseModel):
     """How long and how to optimise. Exactly one of epochs / steps / budget sets the length."""
 
@@ -39,6 +46,7 @@ class TrainConfig(BaseModel):
     betas: tuple[float, float] = (0.9, 0.95)
     warmup: float = Field(0.05, ge=0.0, lt=1.0, description="fraction of the steps spent warming up")
     min_lr: float = 0.0
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0, description="ViT layer-wise lr decay (train.optim); 1 = off")
     grad_clip: float | None = None
     precision: Literal["auto", "fp32", "bf16", "fp16", "32-true", "bf16-mixed", "16-mixed"] = Field(
         "auto", description="auto: bf16 on GPUs, and on CPUs with native bf16 where measured to pay (selfsup.hardware)")
@@ -53,6 +61,12 @@ class TrainConfig(BaseModel):
     log_every: int = 10
     max_bad_steps: int = 20
     compile: bool = False
+    # the regression guard (train.monitor): kNN on a small labelled set every monitor_every steps, step 0 included
+    monitor: str | None = Field(None, description="labelled data scored by kNN during training; never the test set")
+    monitor_every: int = Field(100, ge=1, description="optimizer steps between monitor checks")
+    monitor_patience: int = Field(3, ge=1, description="stop after this many checks in a row below the best")
+    monitor_min_delta: float = Field(0.02, ge=0.0, description="a check counts as fallen below best - min_delta")
+    monitor_max_samples: int = Field(2000, ge=2, description="at most this many labelled samples, stratified")
 
     @field_validator("budget")
     @classmethod

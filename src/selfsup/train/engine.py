@@ -133,7 +133,7 @@ class PretrainModule(L.LightningModule):
         for k, v in out.items():
             if k != "loss" and isinstance(v, torch.Tensor) and v.ndim == 0:
                 self.log(f"train/{k}", v.detach().float(), batch_size=bs)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
+        self.log("train/lr", self.optimizers().param_groups[-1]["lr"], batch_size=bs)  # the top layer's
         if batch_idx % max(1, self.cfg.log_every) == 0:
             self.loss_history.append((self.global_step, float(loss.detach())))
         return loss
@@ -182,6 +182,9 @@ class PretrainModule(L.LightningModule):
     def on_train_end(self) -> None:
         self.n_skipped = int(distributed.sum_over_ranks(self.n_skipped))
         self.images_seen = int(distributed.sum_over_ranks(self.images_seen))
+        hook = getattr(self.method, "on_train_end", None)
+        if hook is not None:
+            hook()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         hook = getattr(self.method, "on_train_batch_end", None)
@@ -191,9 +194,10 @@ class PretrainModule(L.LightningModule):
     def configure_optimizers(self):
         # One fused kernel per parameter group on CPU too (torch >= 2.4): 0.9-1.9 % of a CPU MAE step.
         fused = all(p.device.type in ("cpu", "cuda") for p in self.method.parameters())
-        opt = torch.optim.AdamW(
-            param_groups(self.method, self.cfg.weight_decay), lr=self.cfg.lr, betas=self.cfg.betas, fused=fused
-        )
+        groups = param_groups(self.method, self.cfg.weight_decay, self.cfg.layer_decay)
+        for g in groups:  # layer-wise decay: each group's peak lr; the schedule multiplies it
+            g["lr"] = self.cfg.lr * g["lr_scale"]
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas, fused=fused)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -378,13 +382,18 @@ def resolve_accelerator(accelerator: str, strategy: str) -> str:
 
 
 def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Callback] | None = None,
-                  progress: bool | None = None) -> tuple[L.Trainer, Clock]:
-    """A Trainer logging to ``run_dir/logs`` and checkpointing to ``run_dir/checkpoints``."""
+                  progress: bool | None = None, guards: list[Callback] | None = None) -> tuple[L.Trainer, Clock]:
+    """A Trainer logging to ``run_dir/logs`` and checkpointing to ``run_dir/checkpoints``.
+
+    ``guards`` (e.g. ``train.monitor.Monitor``) run after the clock and before the checkpoint, so a
+    checkpoint written at a step holds what they measured at that step.
+    """
     budget = parse_duration(cfg.budget) if cfg.budget else None
     clock = Clock(budget, clock=cfg.clock)
     progress = sys.stderr.isatty() if progress is None else progress
     # the clock first: it sets the module's elapsed time that the checkpoint callback reads
-    callbacks: list[Callback] = [clock, StepCheckpoint(run_dir / "checkpoints", cfg.ckpt_every, ckpt_seconds(cfg))]
+    callbacks: list[Callback] = [clock, *(guards or []),
+                                 StepCheckpoint(run_dir / "checkpoints", cfg.ckpt_every, ckpt_seconds(cfg))]
     callbacks.append(RichProgressBar() if progress else LineProgress())
     callbacks += extra_callbacks or []
     loggers = [
@@ -408,13 +417,13 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Call
 
 def fit(method: nn.Module, loader: torch.utils.data.DataLoader, cfg: TrainConfig, run_dir: Path, *,
         total_steps: int | None = None, resume_from: Path | None = None, progress: bool | None = None,
-        extra_callbacks: list[Callback] | None = None) -> PretrainModule:
+        extra_callbacks: list[Callback] | None = None, guards: list[Callback] | None = None) -> PretrainModule:
     """Train ``method`` on ``loader`` under ``cfg``; returns the module with its counters."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = PretrainModule(method, cfg, total_steps)
     module.train_loader = loader
     if cfg.compile:
         method.compile()  # in place: parameter names, and so checkpoints, stay the same
-    trainer, _ = build_trainer(cfg, run_dir, extra_callbacks=extra_callbacks, progress=progress)
+    trainer, _ = build_trainer(cfg, run_dir, extra_callbacks=extra_callbacks, progress=progress, guards=guards)
     trainer.fit(module, loader, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
     return module
