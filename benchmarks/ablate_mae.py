@@ -34,7 +34,7 @@ from common import CONFIGS, heap_malloc, interleaved, mae_train_flops, measure_p
 from torch import nn
 
 from selfsup.data.spec import normalize
-from selfsup.encoders.vit import Attention, PatchEmbed
+from selfsup.encoders.layers import Attention, PatchEmbed
 from selfsup.methods.mae import MAE, mae_loss, patchify, random_masking
 from selfsup.train.optim import param_groups
 

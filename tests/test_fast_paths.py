@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from selfsup.data.spec import InputSpec, normalize
 from selfsup.encoders import EncoderConfig
-from selfsup.encoders.vit import Attention, PatchEmbed, vit
+from selfsup.encoders.layers import Attention, PatchEmbed
+from selfsup.encoders.vit import vit
 from selfsup.methods import build_method
 from selfsup.methods.mae import mae_loss, patchify, random_masking
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from torch import nn
 
-from selfsup.encoders.vit import Attention, Block, attention
+from selfsup.encoders.layers import Attention, Block, attention
 
 PAD, SOT, EOT = "<pad>", "<sot>", "<eot>"
 PAD_ID, SOT_ID, EOT_ID = 0, 1, 2

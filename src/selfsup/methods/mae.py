@@ -18,7 +18,8 @@ from torch import nn
 from selfsup.data.augment import horizontal_flip, random_resized_crop
 from selfsup.data.spec import InputSpec, denormalize
 from selfsup.encoders import EncoderConfig, build_encoder, input_stats, to_input
-from selfsup.encoders.vit import Block, sincos_pos_embed
+from selfsup.encoders.layers import Block
+from selfsup.encoders.vit import sincos_pos_embed
 
 CROP_SCALE = (0.35, 1.0)  # MAE's random resized crop keeps at least 35% of the area (He et al. 2021, A.1)
 
