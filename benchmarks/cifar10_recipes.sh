@@ -25,7 +25,7 @@ run() {
     # shellcheck disable=SC2086
     $S pretrain --data "$PRE" --budget "$BUDGET" --out "$out" ${RECIPE[$name]} $COMMON > "$out.log" 2>&1
   fi
-  $S evaluate "$out" --data "$D/train-000004.tar.gz" --train-data "$PRE" --protocol knn --baselines raw \
+  $S evaluate "$out" --data "$D/train-000004.tar.gz" --train-data "$PRE" --protocol knn --baselines "" \
     --label-fraction 1.0 --seeds 1 --json 2>> "$out.log" | tail -n 1 > "$out.val.json"
   python3 - "$name" "$out.val.json" >> "$OUTDIR/summary.tsv" <<'EOF'
 import json, sys
