@@ -53,7 +53,7 @@ from selfsup.data.decode import (
     image_channels,
     open_image,
 )
-from selfsup.data.spec import InputSpec
+from selfsup.data.spec import InputSpec, structured_batch
 
 CACHE_DIR = Path(os.environ.get("SELFSUP_CACHE", "~/.cache/selfsup")).expanduser()
 SPLIT_NAMES = {"train", "test", "val", "valid", "validation", "dev", "eval"}
@@ -112,6 +112,7 @@ def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
         batch["text"] = [s["text"] for s in good]
     if good and "captions" in good[0]:
         batch["captions"] = [s["captions"] for s in good]
+    batch.update(structured_batch(good, spec))  # tables and series (data/spec.py)
     return batch
 
 
@@ -959,14 +960,20 @@ def open_source(
     channels: int | None = None,
     images_key: str | None = None,
     labels_key: str | None = None,
+    **options,
 ) -> Source:
     """Open a `--data` string (see `describe_sources()`); raises SourceError with a one-line reason.
 
     `image_size` / `channels` default to the first sample's (short side capped at 224 for files;
     grey -> 1, else 3); every image is converted and resized (short side, centre crop) to them.
-    `images_key` / `labels_key` pick the arrays of an .npz.
+    `images_key` / `labels_key` pick the arrays of an .npz. Tables and time series are opened by
+    `data/structured.py` (`options`: target, columns, drop, window, stride, schema, kind, ...).
     """
     spec = str(spec).strip()
+    from selfsup.data.structured import open_structured  # noqa: PLC0415 (it imports this module)
+
+    if (structured := open_structured(spec, **options)) is not None:
+        return structured
     opts = {"image_size": image_size, "channels": channels}
     if spec.partition(":")[0] in BUILTINS and not Path(spec).exists():
         return _open_builtin(spec, **opts)

@@ -1,0 +1,129 @@
+"""Which `--data` files are tables or time series, and opening them (``open_source`` asks here first).
+
+``data_kind(path)`` decides from the file alone:
+
+- ``.ts``, ``.arff`` -> "series" (a set of series); a ``.tsv`` / ``.txt`` whose first line is all
+  numbers and has a UCR name (``*_TRAIN`` / ``*_TEST``) or no header -> "series" (UCR label-first);
+- ``.txt`` of one number per line (or a UCR anomaly file) -> "windows" (one long series);
+- ``.csv`` / ``.tsv`` / ``.parquet`` / ``.pq`` / UCI ``.data`` / ``.test`` (with a ``.names``
+  beside it) -> "windows" when a column named date / time / timestamp holds dates (ETT,
+  weather, NAB), else "table";
+- ``.npz`` -> "table" for a 2-D ``X`` (ADBench), "series" for ``series`` or a 3-D ``X`` / ``x``
+  shaped (N, C, T) with T >= 2 C; anything else (images) is left to the image reader;
+- anything else: None (not a table or series file).
+
+``kind=`` overrides it (e.g. ``kind="table"`` reads ETTh1.csv row by row).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from selfsup.data.series import SeriesSource, WindowSource, _time_column, read_long_series, read_series
+from selfsup.data.sources import Source, SourceError
+from selfsup.data.tabular import open_table, read_frame
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".data")
+KINDS = ("table", "series", "windows")
+
+
+def _npz_kind(path: Path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = {n[:-4] for n in z.namelist() if n.endswith(".npy")}
+        with np.load(path, allow_pickle=False, mmap_mode="r") as npz:
+            if "series" in names:
+                return "series"
+            for k in ("X", "x", "features"):
+                if k in names:
+                    shape = npz[k].shape
+                    if len(shape) == 2:
+                        return "table"
+                    if len(shape) == 3 and k != "features" and shape[2] >= 2 * shape[1]:
+                        return "series"
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return None
+
+
+def _first_line(path: Path) -> list[str]:
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.decode("latin-1").strip()
+            if line and not line.startswith(("#", "|", "@", "%")):
+                return [c for c in line.replace(",", "\t").replace(" ", "\t").split("\t") if c]
+    return []
+
+
+def _all_numbers(cells: list[str]) -> bool:
+    try:
+        [float(c) for c in cells]
+    except ValueError:
+        return False
+    return bool(cells)
+
+
+def data_kind(path: str | Path) -> str | None:
+    """"table", "series", "windows" or None for a path (see the module docstring)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return None
+    suffix = path.suffix.lower()
+    if suffix in (".ts", ".arff"):
+        return "series"
+    if suffix == ".npz":
+        return _npz_kind(path)
+    if suffix in (".tsv", ".txt"):
+        cells = _first_line(path)
+        if suffix == ".txt" and len(cells) <= 16 and _all_numbers(cells):
+            return "windows"
+        if _all_numbers(cells) and len(cells) > 2:
+            return "series"
+    if suffix in (*TABLE_SUFFIXES, ".tsv") or path.with_suffix(".names").is_file():
+        if suffix in (".parquet", ".pq"):
+            return "table"
+        try:
+            head = read_frame(path, nrows=200).data
+        except SourceError:
+            return "table"  # the table reader gives the one-line reason
+        return "windows" if _time_column(head, None) is not None else "table"
+    return None
+
+
+def open_structured(spec: str, *, kind: str | None = None, schema: dict | None = None, **options) -> Source | None:
+    """A table or series source for ``spec``, or None when it is neither (then images are tried).
+
+    ``options`` go to the reader: tables ``target``, ``columns``, ``drop``, ``bad``, ``sep``,
+    ``header``; windows ``window``, ``stride``, ``start``, ``end``, ``fit_rows``, ``time_column``,
+    ``columns``, ``drop``. ``schema`` (a run's ``spec.schema``) reads test data the training way.
+    """
+    path = Path(str(spec)).expanduser()
+    if kind is not None and kind not in KINDS:
+        raise SourceError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    kind = kind or (schema or {}).get("kind") or data_kind(path)
+    if kind is None:
+        if options or schema:
+            raise SourceError(f"{spec}: options {', '.join(options) or 'schema'} apply to tables and series only")
+        return None
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file")
+    if kind == "table":
+        return open_table(path, schema=schema, **options)
+    if kind == "series":
+        if options:
+            raise SourceError(f"{path}: options {', '.join(options)} do not apply to a set of series")
+        return SeriesSource(read_series(path))
+    read_opts = {k: options.pop(k) for k in ("time_column", "columns", "drop") if k in options}
+    window_opts = {k: options.pop(k) for k in ("window", "stride", "start", "end", "fit_rows") if k in options}
+    if options:
+        raise SourceError(f"{path}: unknown options for a long series: {', '.join(options)}")
+    if schema is not None:
+        window_opts.setdefault("window", schema.get("window", 128))
+        window_opts.setdefault("stride", schema.get("stride", 16))
+    return WindowSource(read_long_series(path, **read_opts), schema=schema, **window_opts)
+
+
+__all__ = ["KINDS", "data_kind", "open_structured"]
