@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.data.series import SeriesSource, WindowSource, _time_column, read_long_series, read_series
 from selfsup.data.sources import Source, SourceError
-from selfsup.data.tabular import open_table, read_frame
+
+# data.tabular / data.series (and pandas) are imported only for files that are tables or series,
+# so opening images costs nothing extra
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".data")
 KINDS = ("table", "series", "windows")
@@ -85,6 +86,9 @@ def data_kind(path: str | Path) -> str | None:
     if suffix in (*TABLE_SUFFIXES, ".tsv") or path.with_suffix(".names").is_file():
         if suffix in (".parquet", ".pq"):
             return "table"
+        from selfsup.data.series import _time_column
+        from selfsup.data.tabular import read_frame
+
         try:
             head = read_frame(path, nrows=200).data
         except SourceError:
@@ -111,7 +115,11 @@ def open_structured(spec: str, *, kind: str | None = None, schema: dict | None =
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
     if kind == "table":
+        from selfsup.data.tabular import open_table
+
         return open_table(path, schema=schema, **options)
+    from selfsup.data.series import SeriesSource, WindowSource, read_long_series, read_series
+
     if kind == "series":
         if options:
             raise SourceError(f"{path}: options {', '.join(options)} do not apply to a set of series")
