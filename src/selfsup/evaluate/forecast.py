@@ -155,8 +155,8 @@ def train_forecaster(
     for _ in range(epochs):
         model.train()
         for idx in torch.randperm(len(x), generator=g).split(batch_size):
-            xb = torch.as_tensor(np.asarray(x[idx.numpy()]), dtype=torch.float32, device=device)
-            yb = torch.as_tensor(np.asarray(y[idx.numpy()]), dtype=torch.float32, device=device)
+            xb = torch.tensor(np.asarray(x[idx.numpy()]), dtype=torch.float32, device=device)
+            yb = torch.tensor(np.asarray(y[idx.numpy()]), dtype=torch.float32, device=device)
             loss = torch.nn.functional.mse_loss(model(xb), yb)
             opt.zero_grad()
             loss.backward()
@@ -182,8 +182,8 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256, device: str 
     """Forecasts (N, C, H) of windows (N, C, L), in eval mode."""
     was = model.training
     model.eval()
-    out = [model(torch.as_tensor(np.asarray(x[i : i + batch_size]), dtype=torch.float32, device=device)).cpu()
-           for i in range(0, len(x), batch_size)]
+    out = [model(torch.tensor(np.asarray(x[i : i + batch_size]), dtype=torch.float32, device=device)).cpu()
+           for i in range(0, len(x), batch_size)]  # a copy: windows are read-only views
     model.train(was)
     return torch.cat(out).numpy()
 
