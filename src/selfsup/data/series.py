@@ -370,6 +370,16 @@ class LongSeries:
         return "; ".join(parts + self.notes)
 
 
+def _datetimes(cells: pd.Series) -> pd.Series:
+    """Text -> timestamps, NaT where a cell is not one; mixed time zones are put in UTC."""
+    for utc in (False, True):
+        try:
+            return pd.to_datetime(cells, errors="coerce", format="mixed", utc=utc)
+        except (ValueError, TypeError, OverflowError):
+            continue
+    return pd.Series(pd.NaT, index=cells.index, dtype="datetime64[ns]")
+
+
 def _time_column(frame: pd.DataFrame, name: str | None) -> str | None:
     if name is not None:
         return name
@@ -377,7 +387,7 @@ def _time_column(frame: pd.DataFrame, name: str | None) -> str | None:
         if str(c).strip().lower() in TIME_NAMES:
             cells = frame[c].astype("str").str.strip()
             numbers = pd.to_numeric(cells, errors="coerce").notna().mean()
-            parsed = pd.to_datetime(cells, errors="coerce", format="mixed").notna().mean()
+            parsed = _datetimes(cells).notna().mean()
             if parsed > 0.9 and numbers < 0.5:
                 return c
     return None
@@ -427,7 +437,9 @@ def read_long_series(
         raise SeriesError(f"{path}: no column {tcol!r}")
     timestamps = None
     if tcol is not None:
-        ts = pd.to_datetime(data[tcol].astype("str").str.strip(), errors="coerce", format="mixed")
+        ts = _datetimes(data[tcol].astype("str").str.strip())
+        if getattr(ts.dt, "tz", None) is not None:
+            ts = ts.dt.tz_localize(None)
         timestamps = ts.to_numpy(dtype="datetime64[ns]")
         if ts.isna().any():
             frame.notes.append(f"{int(ts.isna().sum())} unreadable timestamps")
@@ -518,6 +530,8 @@ class WindowSource(IndexedSource):
     ) -> None:
         self.series = series
         self.name, self.location = series.name, series.location
+        if window < 1 or stride < 1:
+            raise SeriesError(f"{series.location}: window and stride must be at least 1, not {window}, {stride}")
         end = len(series) if end is None else min(end, len(series))
         self.start, self.end, self.window, self.stride = start, end, window, stride
         if schema is not None:

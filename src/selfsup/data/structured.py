@@ -29,6 +29,12 @@ from selfsup.data.sources import Source, SourceError
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".data")
 KINDS = ("table", "series", "windows")
+KIND_NAMES = {"table": "a table", "series": "a set of series", "windows": "a long series"}
+OPTIONS = {  # what each reader takes (besides schema)
+    "table": {"target", "columns", "drop", "bad", "sep", "header"},
+    "series": set(),
+    "windows": {"window", "stride", "start", "end", "fit_rows", "time_column", "columns", "drop"},
+}
 
 
 def _npz_kind(path: Path) -> str | None:
@@ -114,6 +120,12 @@ def open_structured(spec: str, *, kind: str | None = None, schema: dict | None =
         return None
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
+    allowed = OPTIONS[kind]
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise SourceError(f"{path}: read as {KIND_NAMES[kind]}, which takes no option {', '.join(unknown)}"
+                          + (f" (it takes {', '.join(sorted(allowed))})" if allowed else "")
+                          + "; kind= chooses how to read a file")
     if kind == "table":
         from selfsup.data.tabular import open_table
 
@@ -121,13 +133,9 @@ def open_structured(spec: str, *, kind: str | None = None, schema: dict | None =
     from selfsup.data.series import SeriesSource, WindowSource, read_long_series, read_series
 
     if kind == "series":
-        if options:
-            raise SourceError(f"{path}: options {', '.join(options)} do not apply to a set of series")
         return SeriesSource(read_series(path))
     read_opts = {k: options.pop(k) for k in ("time_column", "columns", "drop") if k in options}
     window_opts = {k: options.pop(k) for k in ("window", "stride", "start", "end", "fit_rows") if k in options}
-    if options:
-        raise SourceError(f"{path}: unknown options for a long series: {', '.join(options)}")
     if schema is not None:
         window_opts.setdefault("window", schema.get("window", 128))
         window_opts.setdefault("stride", schema.get("stride", 16))

@@ -359,7 +359,7 @@ class TableSchema:
         (read as missing, counted in ``Table.imputed``) or "skip" (the row is skipped and counted).
         """
         if bad not in ("missing", "skip"):
-            raise ValueError(f"bad must be 'missing' or 'skip', not {bad!r}")
+            raise TableError(f"bad must be 'missing' or 'skip', not {bad!r}")
         data, skips = frame.data, SkipCounter()
         skips.by_reason.update(frame.skips.by_reason)
         skips.examples.extend(frame.skips.examples)
