@@ -70,6 +70,13 @@ def test_schema_from_training_data_reads_test_data_the_same_way(tmp_path: Path):
         read_table(write(tmp_path, "other.csv", "x,label\n1,no\n"), schema=d)
 
 
+def test_statistics_from_the_training_rows_of_one_file(tmp_path: Path):
+    np.savez(tmp_path / "ad.npz", X=np.array([[0.0], [2.0], [100.0], [4.0]]), y=np.array([0, 0, 1, 0]))
+    t = read_table(tmp_path / "ad.npz", fit_rows=[0, 1])  # rows 2 and 3 are the held-out part
+    assert t.schema.mean == [1.0] and t.schema.std == [1.0] and len(t) == 4
+    assert t.features[:, 0].tolist() == [-1.0, 1.0, 99.0, 3.0]
+
+
 def test_uci_files_names_comment_line_and_label_periods(tmp_path: Path):
     write(tmp_path, "toy.names", "1. Title: toy\n\nage: continuous.\ncolour: red, blue.\nclass: >5, <=5\n")
     write(tmp_path, "toy.data", "39, red, >5\n50, blue, <=5\n38, ?, <=5\n41, red, >5\n")

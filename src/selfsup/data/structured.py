@@ -31,7 +31,7 @@ TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".data")
 KINDS = ("table", "series", "windows")
 KIND_NAMES = {"table": "a table", "series": "a set of series", "windows": "a long series"}
 OPTIONS = {  # what each reader takes (besides schema)
-    "table": {"target", "columns", "drop", "bad", "sep", "header"},
+    "table": {"target", "columns", "drop", "bad", "sep", "header", "fit_rows"},
     "series": set(),
     "windows": {"window", "stride", "start", "end", "fit_rows", "time_column", "columns", "drop"},
 }

@@ -69,6 +69,11 @@ class Frame:
     notes: list[str] = field(default_factory=list)
     default_target: str | None = None  # an .npz's y
 
+    def take(self, rows) -> Frame:
+        """The same file restricted to ``rows`` (positions), e.g. the training part of one file."""
+        return Frame(self.data.iloc[np.asarray(rows)], self.name, self.location, self.skips, list(self.notes),
+                     self.default_target)
+
 
 def _uci_names(path: Path, ncols: int) -> list[str] | None:
     """Column names from a UCI ``.names`` file beside ``path`` (``adult.test`` -> ``adult.names``).
@@ -255,6 +260,21 @@ def _canonical(cells: pd.Series, numeric: bool) -> pd.Series:
     return values.map(lambda v: "" if pd.isna(v) else (str(int(v)) if v == int(v) and abs(v) < 1e15 else f"{v:g}"))
 
 
+def _classes(frame: Frame, target: str, max_classes: int = 1000) -> tuple[list[str], bool]:
+    """(class names in index order, whether the labels are numbers) of ``frame``'s target column."""
+    cells = _label_text(_cells(frame.data[target]))
+    cells = cells[~_missing(cells)]
+    # mostly numbers: the labels are numbers, and a text cell among them is a bad label
+    numeric_labels = bool(pd.to_numeric(cells, errors="coerce").notna().sum() > len(cells) / 2)
+    class_names = _class_order([c for c in _canonical(cells, numeric_labels).unique().tolist() if c])
+    if not class_names:
+        raise TableError(f"{frame.location}: the target column {target!r} has no values")
+    if len(class_names) > max_classes:
+        raise TableError(f"{frame.location}: the target {target!r} has {len(class_names)} distinct values; "
+                         f"classification only (at most {max_classes} classes)")
+    return class_names, numeric_labels
+
+
 @dataclass
 class TableSchema:
     """What a table's training data decided: feature columns, their kinds and statistics, classes.
@@ -338,18 +358,7 @@ class TableSchema:
         if not numeric and not categorical:
             why = "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:3])
             raise TableError(f"{where}: no usable feature columns" + (f" ({why})" if why else ""))
-        class_names, numeric_labels = None, False
-        if target:
-            cells = _label_text(_cells(data[target]))
-            cells = cells[~_missing(cells)]
-            # mostly numbers: the labels are numbers, and a text cell among them is a bad label
-            numeric_labels = bool(pd.to_numeric(cells, errors="coerce").notna().sum() > len(cells) / 2)
-            class_names = _class_order([c for c in _canonical(cells, numeric_labels).unique().tolist() if c])
-            if not class_names:
-                raise TableError(f"{where}: the target column {target!r} has no values")
-            if len(class_names) > max_classes:
-                raise TableError(f"{where}: the target {target!r} has {len(class_names)} distinct values; "
-                                 f"classification only (at most {max_classes} classes)")
+        class_names, numeric_labels = _classes(frame, target, max_classes) if target else (None, False)
         return cls(numeric, categorical, mean, std, vocab, target, class_names, numeric_labels, dropped)
 
     def transform(self, frame: Frame, *, bad: str = "missing") -> Table:
@@ -461,12 +470,19 @@ def read_table(
     bad: str = "missing",
     sep: str | None = None,
     header: bool | None = None,
+    fit_rows=None,
 ) -> Table:
-    """A table file -> ``Table``. Without ``schema`` one is fitted on this file (training data);
-    with it (a ``TableSchema`` or its dict) the file is read the way the training file was."""
+    """A table file -> ``Table``. Without ``schema`` one is fitted on this file (training data), or
+    on its rows ``fit_rows`` only when one file holds training and test rows (an ADBench ``.npz``
+    split 70 / 30; the class names still come from every row); with ``schema`` (a ``TableSchema``
+    or its dict) the file is read the way the training file was."""
     frame = read_frame(path, sep=sep, header=header)
     if schema is None:
-        schema = TableSchema.fit(frame, target=target, columns=columns, drop=drop)
+        fit_on = frame if fit_rows is None else frame.take(fit_rows)
+        schema = TableSchema.fit(fit_on, target=target, columns=columns, drop=drop)
+        frame.notes[:] = fit_on.notes
+        if fit_rows is not None and schema.target:  # the classes are the file's, not a statistic
+            schema.class_names, schema.numeric_labels = _classes(frame, schema.target)
     elif isinstance(schema, dict):
         schema = TableSchema.from_dict(schema)
     return schema.transform(frame, bad=bad)
