@@ -40,7 +40,7 @@ import torch
 
 from selfsup.data.sources import IndexedSource, SkipCounter, SourceError
 from selfsup.data.spec import InputSpec
-from selfsup.data.tabular import MISSING, _class_order, _is_number, read_frame
+from selfsup.data.tabular import MISSING, _class_order, _is_number, number_name, read_frame
 
 TIME_NAMES = ("date", "time", "timestamp", "datetime", "ds")
 UCR_ANOMALY = re.compile(r"^\d+_UCR_Anomaly_(?P<name>.+)_(?P<train>\d+)_(?P<start>\d+)_(?P<end>\d+)$")
@@ -110,7 +110,7 @@ def _encode_labels(
         return np.full(len(raw), -1, np.int64), None, np.ones(len(raw), bool)
 
     def canon(v: str) -> str:
-        return f"{float(v):g}" if _is_number(v) else v
+        return number_name(float(v)) if _is_number(v) and np.isfinite(float(v)) else v
 
     names = [canon(d) for d in declared] if declared else _class_order(sorted({canon(r) for r in present}))
     index = {n: i for i, n in enumerate(names)}
@@ -124,7 +124,6 @@ def _encode_labels(
             ok[i] = False
         else:
             labels[i] = c
-    names = [n if not _is_number(n) or float(n) != int(float(n)) else str(int(float(n))) for n in names]
     return labels, names, ok
 
 

@@ -245,11 +245,15 @@ def _label_text(cells: pd.Series) -> pd.Series:
     return cells.str.replace(r"\.$", "", regex=True).str.strip()
 
 
+def number_name(v: float) -> str:
+    """A label that is a number, as a class name: "3" for 3.0, else the shortest exact repr."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
+
+
 def _class_order(names: list[str]) -> list[str]:
     """Numbers by value (written without a needless ".0"), else text in sorted order."""
     if names and all(_is_number(n) for n in names):
-        values = sorted({float(n) for n in names})
-        return [f"{v:g}" if v != int(v) or abs(v) >= 1e15 else str(int(v)) for v in values]
+        return [number_name(v) for v in sorted({float(n) for n in names})]
     return sorted(set(names))
 
 
@@ -257,7 +261,7 @@ def _canonical(cells: pd.Series, numeric: bool) -> pd.Series:
     if not numeric:
         return cells
     values = pd.to_numeric(cells, errors="coerce")
-    return values.map(lambda v: "" if pd.isna(v) else (str(int(v)) if v == int(v) and abs(v) < 1e15 else f"{v:g}"))
+    return values.map(lambda v: "" if pd.isna(v) or not np.isfinite(v) else number_name(v))
 
 
 def _classes(frame: Frame, target: str, max_classes: int = 1000) -> tuple[list[str], bool]:
