@@ -1,0 +1,112 @@
+"""Unsupervised anomaly scores per table row or series window, and the baselines beside them.
+
+Baselines on the raw data, ADBench's strongest unsupervised ones (Han et al. 2022, "ADBench:
+Anomaly Detection Benchmark", NeurIPS): IsolationForest (Liu et al. 2008) and the distance to the
+k-th nearest neighbour (Ramaswamy et al. 2000; PyOD's ``KNN`` default, k = 5). The SSL scores use
+the pretrained model: its reconstruction error (a masked model that learned the normal data
+rebuilds anomalies worse) and the same k-th-neighbour distance in its embedding space.
+Higher = more anomalous everywhere. ``adbench_split`` is ADBench's split: 70 % to fit on,
+without labels, 30 % to score, stratified.
+
+For long series the scores are per window; ``window_to_points`` spreads them over the time steps
+(each step takes the highest score of the windows that hold it) to compare with point labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _flat(x) -> np.ndarray:
+    x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    x = x.reshape(len(x), -1).astype(np.float32)
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # NaN: the (standardised) mean
+
+
+def adbench_split(labels: np.ndarray, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(fit indices, score indices), stratified by label, as ADBench's ``train_test_split``."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    fit, score = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
+    return np.sort(fit), np.sort(score)
+
+
+def isolation_forest_scores(train, test, seed: int = 0, n_estimators: int = 100) -> np.ndarray:
+    """IsolationForest fitted on ``train`` (N, ...) rows, scores (M,) of ``test`` (higher = more anomalous).
+    Missing values (NaN) count as the mean (0 after standardisation)."""
+    from sklearn.ensemble import IsolationForest
+
+    model = IsolationForest(n_estimators=n_estimators, random_state=seed).fit(_flat(train))
+    return -model.score_samples(_flat(test))
+
+
+@torch.no_grad()
+def knn_distance_scores(train, test, k: int = 5, *, same: bool = False, cosine: bool = False,
+                        batch_size: int = 1024) -> np.ndarray:
+    """Distance from each ``test`` row to its k-th nearest ``train`` row (M,).
+
+    ``same``: test and train are the same rows (transductive scoring), so each row's zero distance
+    to itself is not counted. ``cosine``: rows are L2-normalised first (for embeddings)."""
+    a, b = torch.from_numpy(_flat(train)).double(), torch.from_numpy(_flat(test)).double()
+    if cosine:
+        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    kk = min(k + int(same), len(a))
+    out = []
+    for i in range(0, len(b), batch_size):
+        d = torch.cdist(b[i : i + batch_size], a)
+        out.append(d.topk(kk, dim=1, largest=False).values[:, -1])
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def embedding_knn_scores(train_feats, test_feats, k: int = 5, *, same: bool = False) -> np.ndarray:
+    """The k-th-neighbour distance among SSL embeddings (cosine, as for a kNN probe)."""
+    return knn_distance_scores(train_feats, test_feats, k, same=same, cosine=True)
+
+
+def _batches(data: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    n = len(next(iter(data.values())))
+    for i in range(0, n, batch_size):
+        yield {k: torch.as_tensor(v[i : i + batch_size]) for k, v in data.items()}
+
+
+@torch.no_grad()
+def reconstruction_scores(method, data: dict[str, np.ndarray], *, passes: int = 8, batch_size: int = 256,
+                          seed: int = 0) -> np.ndarray:
+    """A masked model's reconstruction error per row / window (M,), averaged over ``passes`` masks.
+
+    ``method`` has ``reconstruction_errors(batch, passes, seed)`` (``TableMAE``: ``data`` =
+    {"features", "categories"}; ``SeriesMAE``: {"series"}); it runs in eval mode on its device."""
+    was = method.training
+    method.eval()
+    device = next(method.parameters()).device
+    out = []
+    try:
+        for i, batch in enumerate(_batches(data, batch_size)):
+            err = method.reconstruction_errors({k: v.to(device) for k, v in batch.items()}, passes, seed + i)
+            out.append(err.float().cpu())
+    finally:
+        method.train(was)
+    scores = torch.cat(out)
+    if scores.ndim == 2:  # per cell (tables): a row's mean over the cells it could be scored on
+        scores = torch.nanmean(scores, dim=1)
+    return torch.nan_to_num(scores, nan=0.0).numpy()
+
+
+def window_to_points(scores: np.ndarray, starts: np.ndarray, window: int, length: int) -> np.ndarray:
+    """Window scores (N,) at ``starts`` -> point scores (length,): each step the highest score of the
+    windows holding it; NaN where no window reaches."""
+    out = np.full(length, -np.inf)
+    for s, v in zip(np.asarray(starts), np.asarray(scores), strict=True):
+        np.maximum(out[s : s + window], v, out=out[s : s + window])
+    return np.where(np.isinf(out), np.nan, out)
+
+
+__all__ = [
+    "adbench_split", "embedding_knn_scores", "isolation_forest_scores", "knn_distance_scores",
+    "reconstruction_scores", "window_to_points",
+]
