@@ -14,7 +14,7 @@ from selfsup import distributed, runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.api.evaluate import evaluate, report
-from selfsup.config import ConfigError, RunConfig, build_config, dump_config, load_config
+from selfsup.config import ConfigError, DataConfig, RunConfig, build_config, dump_config, load_config
 from selfsup.data import open_source
 from selfsup.evaluate.fewshot import DEFAULT_FINETUNE_SEEDS, DEFAULT_SEEDS
 from selfsup.evaluate.records import PRETRAIN_METRICS, merge_records, record
@@ -24,7 +24,7 @@ from selfsup.methods import build_method
 def _open(cfg: RunConfig):
     d = cfg.data
     return open_source(d.path, image_size=d.image_size, channels=d.channels, images_key=d.images_key,
-                       labels_key=d.labels_key)
+                       labels_key=d.labels_key, **d.reader_options())
 
 
 def pretrain(
@@ -39,9 +39,15 @@ def pretrain(
     epochs: int | None = None,
     resume: str | Path | None = None,
     progress: bool | None = None,
+    data_options: dict | None = None,
     log: Log = say,
 ) -> Path:
-    """Pretrain an encoder; returns the run folder. With ``resume``, continue that run."""
+    """Pretrain an encoder; returns the run folder. With ``resume``, continue that run.
+
+    ``data_options`` set fields of the config's ``data`` section, e.g. a table's
+    ``{"target": "class", "drop": ["fnlwgt"]}`` or a long series' ``{"window": 336}``
+    (``config.DataConfig``; the same as ``data.target=class`` overrides).
+    """
     from selfsup.train.checkpoint import newest_good_checkpoint  # Lightning loads only when training
     from selfsup.train.engine import Snapshots, fit
 
@@ -60,8 +66,8 @@ def pretrain(
             log(f"resuming from {ckpt}")
     else:
         train = {"budget": None, "steps": None, "epochs": None, **length} if length else None
-        cfg = load_config(config, list(overrides), method=method, data={"path": data} if data else None,
-                          train=train)
+        section = {**({"path": data} if data else {}), **(data_options or {})}
+        cfg = load_config(config, list(overrides), method=method, data=section or None, train=train)
         t = cfg.train
         if not (out or cfg.out) and distributed.multi_process(t.strategy, t.devices, t.num_nodes):
             raise ConfigError("a multi-process run needs --out (or out: in the config) so every process "
@@ -70,7 +76,11 @@ def pretrain(
         ckpt = None
     source = _open(cfg)
     spec = source.spec
-    cfg.data.image_size, cfg.data.channels = spec.image_size, spec.channels
+    for k, v in spec.reader_options().items():  # images: the size and channels a resumed run reads again
+        if k in DataConfig.model_fields:
+            setattr(cfg.data, k, v)
+    if hasattr(source, "summary"):
+        log(f"read {source.location}: {source.summary()}")
     if distributed.is_global_zero():
         dump_config(cfg, run_dir / runs.CONFIG)
     torch.manual_seed(cfg.train.seed)
@@ -79,11 +89,13 @@ def pretrain(
         model.prepare(source, run_dir)
     n_params = sum(p.numel() for p in model.encoder.parameters())
     log(f"pretraining {cfg.method_name} ({n_params / 1e6:.2f}M encoder parameters) on {source.name} "
-        f"({spec.channels}x{spec.image_size}x{spec.image_size}); run folder {run_dir}")
+        f"({spec.describe()}); run folder {run_dir}")
     t = cfg.train
     bounded = t.steps is not None or t.budget is not None
+    # a set smaller than one batch (a UCR training set, a small table) still gives full-set batches
+    drop_last = source.num_samples is None or source.num_samples >= t.batch_size
     loader = source.loader(t.batch_size, shuffle=True, seed=t.seed, num_workers=cfg.data.num_workers,
-                           drop_last=True, infinite=bounded)
+                           drop_last=drop_last, infinite=bounded)
     total = t.steps
     if t.epochs is not None and source.num_samples:
         total = t.epochs * max(1, source.num_samples // t.batch_size)

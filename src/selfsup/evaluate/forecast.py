@@ -18,7 +18,8 @@ approaches.
 ``PatchForecaster`` is PatchTST's fine-tuning set-up (Nie et al. 2023): the pretrained encoder's
 patch tokens of each channel, flattened, go through one linear layer to the horizon, in the
 RevIN-normalised scale, which is then undone. ``train_forecaster`` trains the head alone (linear
-probing) or head and encoder (fine-tuning).
+probing) or head and encoder (fine-tuning). The closed-form linear heads (DLinear-style and on a
+frozen encoder) are ``evaluate.forecast_linear``.
 """
 
 from __future__ import annotations
@@ -114,48 +115,44 @@ def train_forecaster(
     x: np.ndarray,
     y: np.ndarray,
     *,
-    epochs: int = 10,
+    steps: int = 300,
     lr: float = 1e-3,
-    batch_size: int = 128,
+    batch_size: int = 32,
     freeze_encoder: bool = False,
     val: tuple[np.ndarray, np.ndarray] | None = None,
-    max_steps: int | None = None,
+    eval_every: int = 50,
     seed: int = 0,
     device: str | torch.device = "cpu",
-) -> PatchForecaster:
-    """Adam on the MSE of windows X (N, C, L) -> Y (N, C, H); ``freeze_encoder`` trains the head only
-    (linear probing). With ``val``, the weights of the epoch with the lowest validation MSE are kept
-    (the benchmark's early stopping). ``max_steps`` caps the optimiser steps (a time budget)."""
+) -> tuple[PatchForecaster, dict]:
+    """Adam on the MSE of windows X (N, C, L) -> Y (N, C, H) for ``steps`` batches drawn at random;
+    ``freeze_encoder`` trains the head only. With ``val`` (windows of the validation split) the
+    weights with the lowest validation MSE, checked every ``eval_every`` steps and at the end, are
+    kept (the benchmarks' early stopping). Returns the model in eval mode and {"steps", "best_step",
+    "val_mse"}."""
     g = torch.Generator().manual_seed(seed)
     model.to(device).train()
     for p in model.encoder.parameters():
         p.requires_grad_(not freeze_encoder)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
-    best, best_state, steps = float("inf"), None, 0
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(x), generator=g).split(batch_size):
-            xb = torch.tensor(np.asarray(x[idx.numpy()]), dtype=torch.float32, device=device)
-            yb = torch.tensor(np.asarray(y[idx.numpy()]), dtype=torch.float32, device=device)
-            loss = torch.nn.functional.mse_loss(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if max_steps is not None and steps >= max_steps:
-                break
-        if val is not None:
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    best, best_state, best_step = float("inf"), None, 0
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=g).numpy()
+        xb = torch.tensor(np.asarray(x[idx]), dtype=torch.float32, device=device)  # a copy of read-only views
+        yb = torch.tensor(np.asarray(y[idx]), dtype=torch.float32, device=device)
+        loss = torch.nn.functional.mse_loss(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if val is not None and (step % eval_every == 0 or step == steps):
             mse = forecast_errors(predict(model, val[0], device=device), val[1])["mse"]
+            model.train()
             if mse < best:
-                best, best_state = mse, copy.deepcopy(model.state_dict())
-        if max_steps is not None and steps >= max_steps:
-            break
+                best, best_step, best_state = mse, step, copy.deepcopy(model.state_dict())
     if best_state is not None:
         model.load_state_dict(best_state)
     for p in model.encoder.parameters():
         p.requires_grad_(True)
-    return model.eval()
+    return model.eval(), {"steps": steps, "best_step": best_step or steps, "val_mse": best if val is not None else None}
 
 
 @torch.no_grad()

@@ -6,7 +6,8 @@ k-th nearest neighbour (Ramaswamy et al. 2000; PyOD's ``KNN`` default, k = 5). T
 the pretrained model: its reconstruction error (a masked model that learned the normal data
 rebuilds anomalies worse) and the same k-th-neighbour distance in its embedding space.
 Higher = more anomalous everywhere. ``adbench_split`` is ADBench's split: 70 % to fit on,
-without labels, 30 % to score, stratified.
+without labels, 30 % to score, stratified (``data.splits.holdout_split``). ``detector_scores``
+runs every detector on a training bank and a test set.
 
 For long series the scores are per window; ``window_to_points`` spreads them over the time steps
 (each step takes the highest score of the windows that hold it) to compare with point labels.
@@ -19,6 +20,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from selfsup.data.inputs import as_inputs
+from selfsup.data.splits import holdout_split
 
 
 def _flat(x) -> np.ndarray:
@@ -29,11 +34,7 @@ def _flat(x) -> np.ndarray:
 
 def adbench_split(labels: np.ndarray, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(fit indices, score indices), stratified by label, as ADBench's ``train_test_split``."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
-    fit, score = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
-    return np.sort(fit), np.sort(score)
+    return holdout_split(len(labels), labels, test_fraction, seed)
 
 
 def isolation_forest_scores(train, test, seed: int = 0, n_estimators: int = 100) -> np.ndarray:
@@ -97,6 +98,30 @@ def reconstruction_scores(method, data: dict[str, np.ndarray], *, passes: int = 
     return torch.nan_to_num(scores, nan=0.0).numpy()
 
 
+@torch.no_grad()
+def detector_scores(encoder: nn.Module, method: nn.Module | None, bank, test, *, bank_embeddings=None,
+                    k: int = 5, passes: int = 4, seed: int = 0) -> dict[tuple[str, str], np.ndarray]:
+    """Every detector's scores (M,) of ``test`` given the normal (or unlabelled) ``bank``, keyed by
+    (encoder, detector): ("ssl", "knn") the k-th-neighbour cosine distance among the encoder's
+    embeddings, ("ssl", "reconstruction") a masked ``method``'s error (when it has
+    ``reconstruction_errors``), ("raw", "knn") and ("raw", "iforest") on the raw input
+    (``features.raw_pair``: a table's numbers, missing flags and one-hot categories; series values).
+    ``bank`` / ``test``: inputs as ``data.inputs`` holds them; ``bank_embeddings`` (N, D) if known."""
+    from selfsup.evaluate.features import extract_features, raw_pair
+
+    bank, test = as_inputs(bank), as_inputs(test)
+    emb_bank = bank_embeddings if bank_embeddings is not None else extract_features(encoder, bank)
+    out = {("ssl", "knn"): embedding_knn_scores(emb_bank, extract_features(encoder, test), k)}
+    if method is not None and hasattr(method, "reconstruction_errors"):
+        keys = method.spec.input_keys
+        data = {key: v.numpy() for key, v in (test.items() if isinstance(test, dict) else [(keys[0], test)])}
+        out[("ssl", "reconstruction")] = reconstruction_scores(method, data, passes=passes, seed=seed)
+    raw_bank, raw_test = raw_pair(bank, test)
+    out[("raw", "knn")] = knn_distance_scores(raw_bank, raw_test, k)
+    out[("raw", "iforest")] = isolation_forest_scores(raw_bank, raw_test, seed=seed)
+    return out
+
+
 def window_to_points(scores: np.ndarray, starts: np.ndarray, window: int, length: int) -> np.ndarray:
     """Window scores (N,) at ``starts`` -> point scores (length,): each step the highest score of the
     windows holding it; NaN where no window reaches."""
@@ -107,6 +132,6 @@ def window_to_points(scores: np.ndarray, starts: np.ndarray, window: int, length
 
 
 __all__ = [
-    "adbench_split", "embedding_knn_scores", "isolation_forest_scores", "knn_distance_scores",
+    "adbench_split", "detector_scores", "embedding_knn_scores", "isolation_forest_scores", "knn_distance_scores",
     "reconstruction_scores", "window_to_points",
 ]

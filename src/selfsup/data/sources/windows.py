@@ -182,7 +182,8 @@ def _read_txt_series(path: Path) -> LongSeries:
         labels[start:end] = 1
         notes.append(f"UCR anomaly file: train [0, {train_end}), anomaly [{start}, {end})")
     chans = [f"c{j}" for j in range(values.shape[0])]
-    return LongSeries(values, chans, None, labels, train_end, path.stem, str(path), SkipCounter(), notes)
+    name = f"{path.stem.split('_')[0]}_{m['name']}" if m else path.stem  # "135_InternalBleeding16"
+    return LongSeries(values, chans, None, labels, train_end, name, str(path), SkipCounter(), notes)
 
 
 def forecast_borders(n_rows: int, lookback: int, scheme: str = "ett_hour") -> dict[str, tuple[int, int]]:
