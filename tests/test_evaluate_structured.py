@@ -1,4 +1,4 @@
-"""Evaluation pieces for tables and series: metrics, baselines (incl. MiniRocket), anomaly scores
+"""Evaluation pieces for tables and series: metrics, supervised baselines (GBDT, MiniRocket), anomaly scores
 and forecasting, each on small synthetic data that a correct implementation must solve."""
 
 from __future__ import annotations
@@ -11,12 +11,8 @@ import torch
 
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
-from selfsup.evaluate.baselines import (
-    gradient_boosting_scores,
-    logistic_regression_scores,
-    minirocket_baseline_scores,
-    nearest_neighbour_scores,
-)
+from selfsup.evaluate.baselines import GradientBoosting, MiniRocketRidge
+from selfsup.evaluate.features import extract_features, raw_pair, table_design
 from selfsup.evaluate.forecast import (
     PatchForecaster,
     fit_linear_forecaster,
@@ -27,8 +23,10 @@ from selfsup.evaluate.forecast import (
     standardize,
     train_forecaster,
 )
+from selfsup.evaluate.knn import knn_probe
+from selfsup.evaluate.linear import linear_classifier
 from selfsup.evaluate.metrics import accuracy, anomaly_metrics, auprc, auroc, classification_metrics
-from selfsup.evaluate.minirocket import INDICES, MiniRocket, fill_series, fit_dilations, quantiles
+from selfsup.evaluate.minirocket import INDICES, MiniRocket, fit_dilations, quantiles
 from selfsup.evaluate.outliers import (
     adbench_split,
     embedding_knn_scores,
@@ -37,7 +35,6 @@ from selfsup.evaluate.outliers import (
     reconstruction_scores,
     window_to_points,
 )
-from selfsup.evaluate.structured import series_features, table_features
 from selfsup.methods import build_method
 
 RNG = np.random.default_rng(0)
@@ -105,8 +102,11 @@ def test_minirocket_separates_two_frequencies():
     f = mr.transform(x[:3])
     assert f.shape == (3, 9996) and f.min() >= 0 and f.max() <= 1
     np.testing.assert_array_equal(MiniRocket().fit(x[train]).transform(x[:3]), f)  # seeded: deterministic
-    scores = minirocket_baseline_scores(x[train], y[train], x[test], 2)
-    assert accuracy(y[test], scores) >= 0.95
+    mr = MiniRocketRidge()
+    mr.prepare(x[train], x[test])  # the transform is fitted on the pool without labels
+    scores, chosen = mr.predict(np.arange(len(train)), y[train], 2, seed=0)
+    assert accuracy(y[test], scores) >= 0.95 and np.allclose(scores.sum(1), 1)
+    assert chosen["alpha"] in np.logspace(-3, 3, 10) and "leave-one-out" in chosen["selection"]
 
 
 def test_multivariate_minirocket_and_nearest_neighbour():
@@ -116,11 +116,15 @@ def test_multivariate_minirocket_and_nearest_neighbour():
     x = np.concatenate([np.concatenate([a[:20], quiet[:20]], 1), np.concatenate([quiet[20:], b[20:]], 1)])
     y = np.repeat([0, 1], 20)
     train, test = np.r_[0:8, 20:28], np.r_[8:20, 28:40]
-    assert accuracy(y[test], minirocket_baseline_scores(x[train], y[train], x[test], 2)) == 1.0
-    # 1-NN: the nearest series by Euclidean distance, with NaN padding filled
-    pts = np.array([[[0.0, 0.0]], [[5.0, 5.0]], [[0.2, np.nan]]], np.float32)
-    s = nearest_neighbour_scores(pts[:2], np.array([0, 1]), pts[2:], 2)
-    assert s.tolist() == [[1.0, 0.0]] and fill_series(pts)[2, 0, 1] == pytest.approx(0.2)
+    mr = MiniRocketRidge()
+    mr.prepare(x[train], x[test])
+    assert accuracy(y[test], mr.predict(np.arange(len(train)), y[train], 2, seed=0)[0]) == 1.0
+    # the raw-window kNN: raw values (gaps interpolated, a shorter series' end held) under the kNN protocol
+    pts = np.array([[[1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]], [[1.0, np.nan, 0.0]], [[0.2, 0.8, np.nan]]], np.float32)
+    a, b = raw_pair(pts[:2], pts[2:])
+    assert b.numpy() == pytest.approx(np.array([[1.0, 0.5, 0.0], [0.2, 0.8, 0.8]]))
+    s, chosen = knn_probe(a, np.array([0, 1]), b, 2)  # cosine similarity, as for any features
+    assert s.argmax(1).tolist() == [0, 1] and chosen["k"] == 20  # one label per class: the default k
 
 
 # --- table baselines ------------------------------------------------------------------------------------
@@ -133,15 +137,23 @@ def test_table_baselines_use_numbers_categories_and_missing_values():
     y = ((x[:, 0] > 0) ^ (cat[:, 0] >= 3)).astype(np.int64)  # needs both the number and the category
     x[RNG.random(n) < 0.2, 1] = np.nan  # missing values in an irrelevant column
     tr, te = np.arange(300), np.arange(300, n)
-    gb = gradient_boosting_scores((x[tr], cat[tr]), y[tr], (x[te], cat[te]), [5], 2)
-    assert accuracy(y[te], gb) >= 0.9 and np.allclose(gb.sum(1), 1)
-    # a linear model needs the interaction written out: give it the product as a feature
+    pool, test = {"features": x[tr], "categories": cat[tr]}, {"features": x[te], "categories": cat[te]}
+    gb = GradientBoosting()
+    gb.prepare(pool, test)
+    probs, chosen = gb.predict(np.arange(300), y[tr], 2, seed=0)
+    assert accuracy(y[te], probs) >= 0.9 and np.allclose(probs.sum(1), 1)
+    assert "3-fold cross-validation on 300 labels" == chosen["selection"] and chosen["max_iter"] >= 1
+    # the raw design: numbers (missing -> 0), a missing flag for column 1, one-hot categories 0..4
+    a, b = table_design(pool, test)
+    assert a.shape == (300, 3 + 1 + 5) and torch.isfinite(a).all() and (a[:, 4:].sum(1) == 1).all()
+    # logistic regression on it (the linear protocol's "raw") needs the interaction written out
     xi = np.concatenate([x, (x[:, :1] * np.where(cat >= 3, -1, 1))], 1).astype(np.float32)
-    lr = logistic_regression_scores((xi[tr], cat[tr]), y[tr], (xi[te], cat[te]), [5], 2)
-    assert accuracy(y[te], lr) >= 0.9
+    a, b = table_design({"features": xi[tr], "categories": cat[tr]}, {"features": xi[te], "categories": cat[te]})
+    probs, chosen = linear_classifier(a, y[tr], b, 2)
+    assert accuracy(y[te], probs) >= 0.9 and "cross-validation" in chosen["selection"]
     # a class absent from a few-shot draw keeps its column (probability 0)
-    three = logistic_regression_scores((x[:6], cat[:6]), np.array([0, 1, 0, 1, 0, 1]), (x[6:9], cat[6:9]), [5], 3)
-    assert three.shape == (3, 3) and (three[:, 2] == 0).all()
+    three, _ = gb.predict(np.arange(6), np.array([0, 1, 0, 1, 0, 1]), 3, seed=0)
+    assert three.shape == (100, 3) and (three[:, 2] == 0).all()
 
 
 # --- anomaly scores ------------------------------------------------------------------------------------------
@@ -188,7 +200,7 @@ def test_reconstruction_error_flags_rows_that_break_the_learned_rule():
     y = np.r_[np.ones(3), np.zeros(47)]
     scores = reconstruction_scores(m, {"features": feats, "categories": cats}, passes=8)
     assert scores.shape == (50,) and auroc(y, scores) >= 0.95
-    f = table_features(m.encoder, feats, cats, batch_size=16)
+    f = extract_features(m.encoder, {"features": feats, "categories": cats}, batch_size=16)
     assert f.shape == (50, 16) and torch.isfinite(f).all()
 
 
@@ -200,7 +212,7 @@ def test_series_reconstruction_scores_and_features():
     x[0, 0, 30:34] += 6.0
     s = reconstruction_scores(m, {"series": x}, passes=2)
     assert s.shape == (8,) and np.isfinite(s).all()
-    f = series_features(m.encoder, x, batch_size=3)
+    f = extract_features(m.encoder, x, batch_size=3)
     assert f.shape == (8, 16)
     torch.testing.assert_close(f, m.encoder.eval()(torch.from_numpy(x)))
 
@@ -244,10 +256,10 @@ def test_patch_forecaster_head_learns_a_sinusoid():
     xt, yt = forecast_windows(v, 900 - 48, 1200, 48, 24)
     enc = build_encoder(TINY, InputSpec(modality="series", channels=2, series_length=48))
     model = PatchForecaster(enc, lookback=48, horizon=24)
-    train_forecaster(model, x, y, epochs=30, lr=3e-3, batch_size=64, val=(xt[:50], yt[:50]), max_steps=250)
+    model, fit = train_forecaster(model, x, y, steps=250, lr=3e-3, batch_size=64, val=(xt[:50], yt[:50]))
     err = forecast_errors(predict(model, xt), yt)
-    assert err["mse"] < 0.05  # predicting zeros scores ~0.6
+    assert err["mse"] < 0.05 and 0 < fit["best_step"] <= 250  # predicting zeros scores ~0.6
     frozen = PatchForecaster(enc, 48, 24)
     before = [p.clone() for p in enc.parameters()]
-    train_forecaster(frozen, x[:64], y[:64], epochs=1, freeze_encoder=True)
+    train_forecaster(frozen, x[:64], y[:64], steps=2, freeze_encoder=True)
     assert all(torch.equal(a, b) for a, b in zip(before, enc.parameters(), strict=True))
