@@ -73,9 +73,10 @@ def test_series_pretrain_anomaly_and_forecast(tmp_path: Path):
 
     csv = tmp_path / "load.csv"
     hours = np.arange(600)
+    wave = np.stack([np.sin(2 * np.pi * hours / 24), np.cos(2 * np.pi * hours / 24)], 1)
     csv.write_text("date,load,temp\n" + "\n".join(
-        f"2020-01-{1 + h // 24:02d} {h % 24:02d}:00:00,{np.sin(2 * np.pi * h / 24):.4f},{np.cos(2 * np.pi * h / 24):.4f}"
-        for h in hours) + "\n")
+        f"2020-01-{1 + h // 24:02d} {h % 24:02d}:00:00,{a:.4f},{b:.4f}" for h, (a, b) in zip(hours, wave, strict=True))
+        + "\n")
     run = tmp_path / "load"
     selfsup("pretrain", "--method", "ts2vec", "--data", str(csv), "--window", "48", "--steps", "3", "--out", str(run),
             *SMALL, "encoder.series_patch=8")
