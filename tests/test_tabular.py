@@ -165,3 +165,10 @@ def test_adbench_and_creditcard(shared_data: Path):
     assert int(src.table.labels.sum()) == 257
     cc = read_table(shared_data / "creditcard/creditcard_sample.csv", target="Class")
     assert len(cc) == 5412 and int(cc.labels.sum()) == 492 and len(cc.schema.numeric) == 30
+
+
+def test_datasets_help_lists_tables_and_series():
+    from selfsup.data import describe_sources
+
+    text = describe_sources()
+    assert "table" in text and "--target" in text and "time series" in text and "long series" in text

@@ -42,12 +42,15 @@ class DataConfig(BaseModel):
     split: Literal["all", "train", "test"] | None = Field(
         None, description="part of a file that holds both: ADBench's stratified 70/30 split for tables and "
         "sets of series, the benchmark border for a long series (default: all; a long series: train)")
+    bad: Literal["missing", "skip"] | None = Field(
+        None, description="table: text or an infinite value in a numeric column is read as missing and counted "
+        "(default), or its row is skipped and counted")
     window: int | None = Field(None, ge=1, description="long series: steps per window (default 128)")
     stride: int | None = Field(None, ge=1, description="long series: steps between windows (default 16)")
 
     def reader_options(self) -> dict[str, Any]:
         """The table / series options given, as ``open_source`` keyword arguments."""
-        names = ("kind", "target", "columns", "drop", "split", "window", "stride")
+        names = ("kind", "target", "columns", "drop", "split", "bad", "window", "stride")
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 

@@ -54,7 +54,9 @@ def evaluate(
 
     Labels for training come from ``train_data`` when given (refused if it shares a sample with
     ``data``: ``data.splits.check_disjoint``); otherwise ``data`` is split (stratified, fixed
-    seed, identical images kept once) into a labelled pool and a held-out test part. Tables and
+    seed, identical images kept once) into a labelled pool and a held-out test part; when the run
+    was pretrained on the training part of this very file (``split=train``), the pool is that part
+    and the test is the rest, which the encoder never saw (``data.splits.holdout_split``). Tables and
     series are read with the run's saved schema (training statistics). ``baselines`` default to
     raw and scratch, plus the data's strong supervised model (``evaluate.baselines``: gbdt for a
     table, minirocket for series). Records, and one verdict record per comparison
@@ -69,11 +71,16 @@ def evaluate(
     supervised = supervised_baselines([b for b in baselines if b in SUPERVISED], spec.modality)
     baselines = [b for b in baselines if b not in SUPERVISED]
     dedupe = MODALITIES[spec.modality].dedupe  # identical images are a leak; identical table rows are not
-    test_src = open_source(data, **spec.reader_options())
+    parts = _pretrained_part(run, data) if train_data is None else None
+    if parts is not None:
+        log(f"{data}: the run was pretrained on its training part; labels are drawn there, the test is the rest")
+        train_data = data
+    test_src = open_source(data, **spec.reader_options(), **(parts or {}).get("test", {}))
     test_keys: list[str] = []
     x_test, y_test = test_src.arrays(max_samples, keys=test_keys)
     if train_data is not None:
-        pool_src, pool_keys = open_source(train_data, **spec.reader_options()), []
+        pool_src = open_source(train_data, **spec.reader_options(), **(parts or {}).get("train", {}))
+        pool_keys: list[str] = []
         x_pool, y_pool = pool_src.arrays(max_samples, keys=pool_keys)
         check_disjoint(x_pool, [pool_src.sample_id(k) for k in pool_keys], x_test,
                        [test_src.sample_id(k) for k in test_keys], train_data, data, content=dedupe)
@@ -109,6 +116,17 @@ def evaluate(
     if found:
         log("verdict (paired over the same label draws):\n" + format_verdicts(found))
     return recs + found
+
+
+def _pretrained_part(run: Path, data: str) -> dict | None:
+    """{"train": {"split": "train"}, "test": {"split": "test"}} when ``run`` pretrained on the training
+    part of the file ``data`` (a table or set of series read with ``split=train``); else None."""
+    try:
+        cfg = runs.load_run_config(run).data
+    except (OSError, ValueError):
+        return None
+    same = Path(cfg.path).expanduser().resolve() == Path(str(data)).expanduser().resolve()
+    return {"train": {"split": "train"}, "test": {"split": "test"}} if same and cfg.split == "train" else None
 
 
 def report(run: str | Path, data: str | None = None, *, max_images: int = 500, log: Log = say) -> Path:
