@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import _passive_omp  # noqa: F401  (before torch)
@@ -60,7 +61,7 @@ def adbench_budget(path: Path) -> str:
 
 
 class Bench:
-    def __init__(self, out: Path, smoke: bool, log) -> None:
+    def __init__(self, out: Path, smoke: bool, log: Callable[[str], None]) -> None:
         self.out, self.smoke, self.log = out, smoke, log
         self.rows: list[dict] = []
 

@@ -17,7 +17,7 @@ normal equations (the Gram matrix of the prefix, snapshotted where each horizon'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -48,7 +48,8 @@ def frozen_tokens(encoder: nn.Module) -> Featurize:
     return featurize
 
 
-def _segments(values: np.ndarray, start: int, lookback: int, counts: list[int], batch_size: int):
+def _segments(values: np.ndarray, start: int, lookback: int, counts: list[int],
+              batch_size: int) -> Iterator[tuple[int, int, torch.Tensor, np.ndarray]]:
     """Windows 0 .. max(counts) - 1 (window i starts at ``start + i``) in batches that never straddle one
     of ``counts``: (first, last + 1, inputs (b, C, L) float32, their start rows)."""
     edges = sorted({0, *counts, *range(0, max(counts), batch_size)})
