@@ -52,8 +52,10 @@ def knn_distance_scores(train, test, k: int = 5, *, same: bool = False, cosine: 
     """Distance from each ``test`` row to its k-th nearest ``train`` row (M,).
 
     ``same``: test and train are the same rows (transductive scoring), so each row's zero distance
-    to itself is not counted. ``cosine``: rows are L2-normalised first (for embeddings)."""
-    a, b = torch.from_numpy(_flat(train)).double(), torch.from_numpy(_flat(test)).double()
+    to itself is not counted. ``cosine``: rows are L2-normalised first (for embeddings). In float32
+    (a 186,000 x 20,000 distance matrix of 192-wide embeddings is 10x slower in float64), which
+    changes no ranking that matters: errors are ~1e-6 of a distance."""
+    a, b = torch.from_numpy(_flat(train)).float(), torch.from_numpy(_flat(test)).float()
     if cosine:
         a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
     kk = min(k + int(same), len(a))
