@@ -7,7 +7,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see selfsup
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the repository; SELFSUP_SHARED_DATA points elsewhere (e.g. from a git worktree)
+SHARED_DATA = Path(os.environ.get("SELFSUP_SHARED_DATA",
+                                  Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -18,8 +18,8 @@ from PIL import Image
 from selfsup.config import ConfigError, load_config
 from selfsup.data import SkipCounter, SourceError, open_source
 from selfsup.data.decode import DecodeError, decode_image
+from selfsup.data.sources.table import TableError, read_table
 from selfsup.data.sources.tar import _unsafe_name
-from selfsup.data.tables import TableError, read_table
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MODES = ["1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "I;16", "I", "F", "PA"]
@@ -191,12 +191,13 @@ def check_table(data: bytes, label: str | None) -> None:
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "t.csv").write_bytes(data)
         try:
-            t = read_table(Path(d) / "t.csv", label=label)
+            t = read_table(Path(d) / "t.csv", target=label if label else "")
         except TableError as e:
             assert "\n" not in str(e)
             return
-        assert t.features.dtype == np.float32 and np.isfinite(t.features).all()
-        assert t.labels is None or len(t.labels) == len(t.features)
+        assert t.features.dtype == np.float32 and not np.isinf(t.features).any()  # NaN = missing
+        assert t.categories.dtype == np.int64 and len(t.labels) == len(t.features) == len(t.categories)
+        assert (t.categories >= 0).all() and (t.categories < np.array(t.schema.cardinalities)).all()
 
 
 @FUZZ

@@ -19,7 +19,7 @@ from selfsup.config import ConfigError, load_config
 from selfsup.data import SkipCounter, SourceError, open_source
 from selfsup.data.decode import DecodeError, decode_image
 from selfsup.data.sources import tar as sources_mod
-from selfsup.data.tables import TableError, read_table
+from selfsup.data.sources.table import TableError, read_table
 from selfsup.train.checkpoint import newest_good_checkpoint, safe_torch_load
 
 RNG = np.random.default_rng(0)
@@ -167,22 +167,27 @@ def test_shard_damaged_halfway_is_counted_not_silently_shortened(tmp_path: Path,
 # --- tables --------------------------------------------------------------------------------------
 
 
-def test_csv_rows_with_nan_or_text_are_skipped_with_reasons(tmp_path: Path):
+def test_csv_bad_cells_are_missing_or_skipped_with_reasons(tmp_path: Path):
     csv = tmp_path / "t.csv"
     csv.write_text("id,V1,Amount,Class\n"
                    "a,0.5,10,0\n"
-                   "b,NaN,11,1\n"       # NaN in a numeric column
+                   "b,NaN,11,1\n"       # NaN: a missing value, embedded as missing
                    "c,0.7,ten,0\n"      # text in a numeric column
                    "d,,12,1\n"          # missing
                    "e,inf,13,0\n"       # not finite
-                   "f,0.9,14,maybe\n"   # label not a class index
-                   "g,1.0,15\n"         # a cell short
-                   "h,1.1,16,1\n")
-    t = read_table(csv, label="Class")
-    assert t.columns == ["V1", "Amount"] and t.dropped == ["id"]
-    assert t.features.tolist() == [[0.5, 10.0], [1.100000023841858, 16.0]] and t.labels.tolist() == [0, 1]
-    assert t.skips.by_reason == {"nan in V1": 2, "text in Amount": 1, "missing in V1": 1, "bad label": 1,
-                                 "wrong length": 1}
+                   "f,0.9,14,maybe\n"   # label not a class
+                   "g,1.0,15\n"         # a cell short: no label
+                   "h,1.1,16,1,9\n"     # a cell too many
+                   "i,1.2,17,1\n")
+    t = read_table(csv, target="Class")  # bad="missing": text and inf read as missing and counted
+    assert t.schema.numeric == ["V1", "Amount"] and list(t.schema.dropped) == ["id"]
+    assert t.labels.tolist() == [0, 1, 0, 1, 0, 1] and np.isnan(t.features[[1, 3, 4], 0]).all()
+    assert np.isnan(t.features[2, 1]) and t.imputed == {"not finite in V1": 1, "text in Amount": 1}
+    assert t.skips.by_reason == {"wrong length": 1, "bad label": 1, "missing label": 1}
+    s = read_table(csv, target="Class", bad="skip")  # or the row is skipped and counted
+    assert s.keys == ["t/0", "t/1", "t/3", "t/7"] and not s.imputed
+    assert s.skips.by_reason == {"wrong length": 1, "text in Amount": 1, "not finite in V1": 1, "bad label": 1,
+                                 "missing label": 1}
 
 
 def test_unusable_csv_is_refused_in_one_line(tmp_path: Path):
@@ -195,7 +200,7 @@ def test_unusable_csv_is_refused_in_one_line(tmp_path: Path):
         assert "\n" not in str(err.value), name
     (tmp_path / "ok.csv").write_text("x,y\n1,2\n")
     with pytest.raises(TableError, match="no column 'label'; columns: x, y"):
-        read_table(tmp_path / "ok.csv", label="label")
+        read_table(tmp_path / "ok.csv", target="label")
 
 
 # --- weights and checkpoints never run code ------------------------------------------------------

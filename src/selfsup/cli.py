@@ -28,6 +28,14 @@ def _csv(values: list[str] | None, cast=str) -> list | None:
     return out
 
 
+def _data_options(target: str | None = None, columns: list[str] | None = None, drop: list[str] | None = None,
+                  split: str | None = None, window: int | None = None, stride: int | None = None) -> dict:
+    """The table / series flags given, as ``config.DataConfig`` fields."""
+    given = {"target": target, "columns": _csv(columns), "drop": _csv(drop), "split": split, "window": window,
+             "stride": stride}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _emit(records: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(records), flush=True)
@@ -40,7 +48,9 @@ def _log_for(as_json: bool):
 @app.command()
 def pretrain(
     overrides: Annotated[list[str] | None, typer.Argument(help="config overrides, e.g. train.lr=1e-3")] = None,
-    method: Annotated[str | None, typer.Option(help="objective: mae, simclr, dino, clip, siglip, distill")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="objective: mae (any data), simclr, dino, clip, siglip, distill (images); scarf (tables); "
+        "ts2vec (series)")] = None,
     data: Annotated[str | None, typer.Option(help="what to learn from (see `selfsup datasets`)")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/<method>-<time>)")] = None,
@@ -59,18 +69,28 @@ def pretrain(
         "the best weights as encoder.safetensors and stops after train.monitor_patience checks in a row below "
         "the best. Use a small labelled set that is NOT the test set of a later evaluation")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
+    target: Annotated[str | None, typer.Option(help="table: the label column")] = None,
+    columns: Annotated[list[str] | None, typer.Option(help="table or long series: columns to use (comma list)")]
+    = None,
+    drop: Annotated[list[str] | None, typer.Option(help="table or long series: columns to leave out")] = None,
+    split: Annotated[str | None, typer.Option(help="train|test|all: part of a file that holds both (tables: "
+                                               "ADBench's 70/30; a long series: its border, default train)")] = None,
+    window: Annotated[int | None, typer.Option(help="long series: steps per window (default 128)")] = None,
+    stride: Annotated[int | None, typer.Option(help="long series: steps between windows (default 16)")] = None,
 ) -> None:
     """Pretrain an encoder with a self-supervised objective; writes a run folder.
 
     Continue a public model on your data: selfsup pretrain --method dino --init hf:facebook/dinov2-small
     --data xrays/ --monitor labelled_val/ --budget 30m
+
+    Tables and series: selfsup pretrain --method mae --data adult/adult.data --target class
     """
     from selfsup import api
     from selfsup.evaluate.records import load_records
 
     run = api.pretrain(data, method, config=config, overrides=overrides or [], out=out, budget=budget,
                        steps=steps, epochs=epochs, resume=resume, init=init, teacher=teacher, monitor=monitor,
-                       log=_log_for(as_json))
+                       log=_log_for(as_json), data_options=_data_options(target, columns, drop, split, window, stride))
     _emit(load_records(run / "metrics.json"), as_json)
 
 
@@ -79,10 +99,11 @@ def evaluate(
     run: Annotated[str, typer.Argument(help=SOURCE_HELP + " (its records say encoder 'foundation')")],
     data: Annotated[str, typer.Option(help="labelled evaluation data (split into pool/test unless --train-data)")],
     protocol: Annotated[list[str] | None, typer.Option(help="knn, linear, finetune, lora (or comma list)")] = None,
-    baselines: Annotated[str, typer.Option(
-        help="encoders to compare against: raw (pixels; knn, linear), scratch (the same network from random "
-        "weights; finetune); each gets its own hyper-parameters chosen on the labels, as the SSL encoder does")
-    ] = "raw,scratch",
+    baselines: Annotated[str | None, typer.Option(
+        help="encoders to compare against: raw (the raw input; knn, linear), scratch (the same network from "
+        "random weights; finetune), gbdt (tables) and minirocket (series) (whole supervised models); each gets "
+        "its own hyper-parameters chosen on the labels, as the SSL encoder does [default: raw,scratch, plus "
+        "gbdt for a table, minirocket for series]")] = None,
     shots: Annotated[list[str] | None, typer.Option(help="labels per class, e.g. 1,5,10")] = None,
     label_fraction: Annotated[list[str] | None, typer.Option(help="fraction of the pool labelled, e.g. 0.01")] = None,
     seeds: Annotated[int, typer.Option(help="label draws for knn and linear (the verdict pairs them)")] = 5,
@@ -108,7 +129,8 @@ def evaluate(
     job = api.evaluate_curve if curve else api.evaluate
     records = job(
         run, data, protocols=_csv(protocol) or list(FEW_LABEL_PROTOCOLS if curve else DEFAULT_PROTOCOLS),
-        baselines=_csv([baselines]) or [], shots=_csv(shots, int), label_fractions=_csv(label_fraction, float),
+        baselines=None if baselines is None else _csv([baselines]) or [],
+        shots=_csv(shots, int), label_fractions=_csv(label_fraction, float),
         seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, max_samples=max_samples,
         foundation=foundation, log=_log_for(as_json),
     )
@@ -259,8 +281,8 @@ def datasets() -> None:
     print(describe_sources())
 
 
-anomaly_app = typer.Typer(no_args_is_help=True, help="Visual anomaly detection: PatchCore memory banks, image "
-                          "scores and pixel heatmaps.")
+anomaly_app = typer.Typer(no_args_is_help=True, help="Anomaly detection: PatchCore memory banks, image "
+                          "scores and pixel heatmaps; per-row / per-window scores for tables and series.")
 app.add_typer(anomaly_app, name="anomaly")
 
 
@@ -281,16 +303,19 @@ def anomaly_fit(
     normalize: Annotated[str, typer.Option(help="none, or image: per-image brightness/contrast standardisation "
                                            "(also applied when scoring)")] = "none",
     max_samples: Annotated[int | None, typer.Option(help="cap on normal images read")] = None,
+    split: Annotated[str | None, typer.Option(help="tables and series: the part to fit on (default train: "
+                                               "ADBench's stratified 70 %; a long series' training part)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
 ) -> None:
-    """Build a PatchCore memory bank (greedy coreset of patch features) from normal images."""
+    """Build a PatchCore memory bank (greedy coreset of patch features) from normal images; with a table or
+    series run, keep its training rows (or windows) for the detectors."""
     if (run is None) == (not raw):
         raise ValueError("give a RUN folder or --raw (raw pixel patches), not both or neither")
     from selfsup import api
 
     bank = api.anomaly_fit(None if raw else run, data, out=out, image_size=image_size, coreset=coreset,
                            layers=_csv(layers, int), pixel_patch=patch, normalize=normalize, max_samples=max_samples,
-                           log=_log_for(as_json))
+                           data_options=_data_options(split=split), log=_log_for(as_json))
     if as_json:
         print(json.dumps({"bank": str(bank), **json.loads(bank.with_suffix(".json").read_text())}), flush=True)
 
@@ -301,12 +326,39 @@ def anomaly_score(
     data: Annotated[str, typer.Option(help="MVTec-AD root (scores test/ against ground_truth/) or an image folder")],
     out: Annotated[Path | None, typer.Option(help="folder for scores.csv and heatmaps (default the bank's)")] = None,
     report: Annotated[bool, typer.Option(help="add the anomaly heatmaps to the run's report.html")] = True,
+    split: Annotated[str | None, typer.Option(help="tables and series: the part to score (default test when it "
+                                               "is the file the bank was fitted on, else all)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
-    """Image scores and pixel heatmaps; image and pixel AUROC per defect type when masks exist."""
+    """Image scores and pixel heatmaps; image and pixel AUROC per defect type when masks exist. Tables and
+    series: every detector's scores (SSL embedding kNN and reconstruction error, IsolationForest, raw kNN),
+    AUROC and AUPRC when the data has anomaly labels."""
     from selfsup import api
 
-    _emit(api.anomaly_score(model, data, out_dir=out, report=report, log=_log_for(as_json)), as_json)
+    _emit(api.anomaly_score(model, data, out_dir=out, report=report, data_options=_data_options(split=split),
+                            log=_log_for(as_json)), as_json)
+
+
+@app.command()
+def forecast(
+    run: Annotated[Path, typer.Argument(help="run folder of a series run")],
+    data: Annotated[str, typer.Option(help="a long series: CSV with a time column (e.g. ETTh1.csv)")],
+    horizon: Annotated[list[str] | None, typer.Option(help="steps ahead (comma list)")] = None,
+    lookback: Annotated[int, typer.Option(help="steps the forecast sees")] = 336,
+    protocol: Annotated[list[str] | None, typer.Option(help="linear (closed-form heads), finetune")] = None,
+    steps: Annotated[int, typer.Option(help="finetune: Adam steps for ssl and scratch alike")] = 300,
+    as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
+) -> None:
+    """Long-horizon forecasting: a linear head on the frozen encoder vs a DLinear-style linear model, and the
+    fine-tuned encoder vs the same network from scratch; MSE / MAE on the standard split (ETT: 12/4/4 months).
+
+    Example: selfsup forecast runs/mae-etth1 --data ETTh1.csv --horizon 96,336 --lookback 336
+    """
+    from selfsup import api
+
+    records = api.forecast(run, data, horizons=_csv(horizon, int) or [96, 336], lookback=lookback,
+                           protocols=_csv(protocol) or ["linear", "finetune"], steps=steps, log=_log_for(as_json))
+    _emit(records, as_json)
 
 
 def main() -> None:

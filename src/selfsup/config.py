@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +24,9 @@ class ConfigError(ValueError):
 
 
 class DataConfig(BaseModel):
+    """What to read. The fields after ``num_workers`` apply to tables and time series only
+    (``data.sources.structured``); None leaves the reader's own default."""
+
     model_config = ConfigDict(extra="forbid")
     path: str = "digits:train"
     image_size: int | None = None
@@ -31,6 +34,24 @@ class DataConfig(BaseModel):
     images_key: str | None = None
     labels_key: str | None = None
     num_workers: int = 2
+    kind: Literal["table", "series", "windows"] | None = Field(
+        None, description="how to read a file: table, series (a set of series) or windows (one long series)")
+    target: str | None = Field(None, description="label column of a table ('' for none)")
+    columns: list[str] | None = Field(None, description="feature (or channel) columns to use")
+    drop: list[str] | None = Field(None, description="columns to leave out")
+    split: Literal["all", "train", "test"] | None = Field(
+        None, description="part of a file that holds both: ADBench's stratified 70/30 split for tables and "
+        "sets of series, the benchmark border for a long series (default: all; a long series: train)")
+    bad: Literal["missing", "skip"] | None = Field(
+        None, description="table: text or an infinite value in a numeric column is read as missing and counted "
+        "(default), or its row is skipped and counted")
+    window: int | None = Field(None, ge=1, description="long series: steps per window (default 128)")
+    stride: int | None = Field(None, ge=1, description="long series: steps between windows (default 16)")
+
+    def reader_options(self) -> dict[str, Any]:
+        """The table / series options given, as ``open_source`` keyword arguments."""
+        names = ("kind", "target", "columns", "drop", "split", "bad", "window", "stride")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 
 class RunConfig(BaseModel):

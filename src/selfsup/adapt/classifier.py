@@ -122,13 +122,16 @@ class Predictions:
 
 
 def predict(model: Classifier, batches: Iterable[dict], max_samples: int | None = None,
-            input_key: str = "image") -> Predictions:
-    """Run ``model`` over batches (``input_key``: images uint8 (B, C, H, W); ``label``, ``key``, ``skipped``)."""
+            input_key: str | tuple[str, ...] = "image") -> Predictions:
+    """Run ``model`` over batches (``input_key``: images uint8 (B, C, H, W), or the modality's input keys,
+    ``InputSpec.input_keys``: a table's features and categories; ``label``, ``key``, ``skipped``)."""
+    keys_in = (input_key,) if isinstance(input_key, str) else tuple(input_key)
     keys, probs, labels, skipped = [], [], [], SkipCounter()
     for batch in batches:
         skipped.add(batch)
         if len(batch["key"]):
-            probs.append(model.predict_proba(batch[input_key]))
+            probs.append(model.predict_proba(batch[keys_in[0]] if len(keys_in) == 1 else
+                                             {k: batch[k] for k in keys_in}))
             labels.append(batch["label"].numpy())
             keys += list(batch["key"])
         if max_samples is not None and len(keys) >= max_samples:

@@ -5,7 +5,8 @@ Learners", appendix A.1): AdamW, a linear warmup, label smoothing, no weight dec
 norms and position embeddings, and optional layer-wise learning-rate decay (Bao et al. 2021,
 BEiT; ``train.optim``). Augmentation is a random shift by up to an eighth of the side (CIFAR's 4
 px of 32), done on the batch in torch; flips are off by default because they change the meaning
-of digits and text.
+of digits and text. Augmentation is for images only: table rows and series go in as they are
+(``data.inputs``: every function here takes any modality's inputs, a tensor or a dict of them).
 
 Training length is not a fixed number of steps (which starves whichever model needs more passes,
 usually the one trained from scratch, and gives fewer passes per label as labels grow): after the
@@ -25,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.data.inputs import Inputs, is_images, rows, take
 from selfsup.data.spec import to_float
 from selfsup.encoders import to_input
-from selfsup.encoders.inference import encode_images
+from selfsup.encoders.inference import batch_input, encode_images
 from selfsup.hardware import autocast
 from selfsup.train.optim import param_groups
 
@@ -101,7 +103,7 @@ def epoch_steps(n: int, batch_size: int) -> float:
 
 
 class Classifier(nn.Module):
-    """Encoder (B, C, H, W) -> (B, F) followed by a linear head to C classes."""
+    """Encoder (B, C, H, W) (or a table's / series' batch) -> (B, F) followed by a linear head to C classes."""
 
     def __init__(self, encoder: nn.Module, num_classes: int):
         super().__init__()
@@ -110,12 +112,13 @@ class Classifier(nn.Module):
         nn.init.trunc_normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Inputs) -> torch.Tensor:
         return self.head(self.encoder(x))
 
     @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor, batch_size: int = 256, precision: str = "auto") -> torch.Tensor:
-        """uint8 images (N, C, H, W) on any device -> class probabilities (N, classes), float32 on the CPU.
+    def predict_proba(self, images: Inputs, batch_size: int = 256, precision: str = "auto") -> torch.Tensor:
+        """uint8 images (N, C, H, W) (or any modality's inputs) on any device -> class probabilities
+        (N, classes), float32 on the CPU.
 
         Runs in eval mode; the train/eval mode is restored afterwards.
         """
@@ -124,7 +127,7 @@ class Classifier(nn.Module):
 
 
 @torch.no_grad()
-def _validate(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
+def _validate(model: Classifier, images: Inputs, labels: torch.Tensor,
               precision: str = "auto") -> tuple[float, float]:
     """(top-1 accuracy, mean cross-entropy) of ``model`` on held-out labelled images (M, C, H, W), (M,)."""
     probs = model.predict_proba(images, precision=precision)
@@ -134,15 +137,16 @@ def _validate(model: Classifier, images: torch.Tensor, labels: torch.Tensor,
 
 def train_classifier(
     model: Classifier,
-    images: torch.Tensor,
+    images: Inputs,
     labels: torch.Tensor,
     recipe: FinetuneRecipe,
     *,
     generator: torch.Generator,
-    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    val: tuple[Inputs, torch.Tensor] | None = None,
     steps: int | None = None,
 ) -> dict:
-    """Train ``model`` in place on uint8 ``images`` (N, C, H, W) and ``labels`` (N,), both on its device.
+    """Train ``model`` in place on uint8 ``images`` (N, C, H, W) (or any modality's inputs) and
+    ``labels`` (N,), both on its device.
 
     ``generator`` draws the batches and the augmentation (dropout and drop-path use the global
     RNG). How long:
@@ -162,7 +166,7 @@ def train_classifier(
     groups = param_groups(model, r.weight_decay, r.layer_decay)
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])  # one kernel per group
     opt = torch.optim.AdamW(groups, lr=r.lr, betas=(0.9, 0.999), fused=fused)
-    n = len(images)
+    n = rows(images)
     period = r.eval_every or max(5, math.ceil(epoch_steps(n, r.batch_size)))
     limit = min(steps, r.max_steps) if steps is not None else r.max_steps
     best, best_state, best_step, stale, history, losses = None, None, None, 0, [], []
@@ -172,15 +176,19 @@ def train_classifier(
     for step in range(limit):
         for group in opt.param_groups:
             group["lr"] = r.lr * lr_factor(step, r.warmup_steps) * group["lr_scale"]
-        idx = torch.randperm(n, generator=generator)[: r.batch_size].to(images.device)
-        x = to_float(images[idx])
-        if r.augment:
+        idx = torch.randperm(n, generator=generator)[: r.batch_size].to(labels.device)
+        batch = take(images, idx)
+        if r.augment and is_images(batch):  # image augmentation; rows and series go in as they are
+            x = to_float(batch)
             x = random_shift(x, max(1, round(r.shift * x.shape[-1])) if r.shift > 0 else 0, generator)
             if r.flip:
                 flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)[:, None, None, None]
                 x = torch.where(flip, x.flip(-1), x)
-        with autocast(images.device, r.precision):
-            logits = model(to_input(model.encoder, x))
+            x = to_input(model.encoder, x)
+        else:
+            x = batch_input(model.encoder, batch)
+        with autocast(labels.device, r.precision):
+            logits = model(x)
         loss = F.cross_entropy(logits.float(), labels[idx], label_smoothing=r.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -30,7 +30,7 @@ from torch import nn
 
 from selfsup.adapt.finetune import ADAPT_RECIPES, Classifier, FinetuneRecipe, epoch_steps, train_classifier
 from selfsup.adapt.lora import add_lora
-from selfsup.data.spec import as_tensor
+from selfsup.data.inputs import Inputs, as_inputs, take, to_device
 from selfsup.data.splits import stratified_split
 from selfsup.encoders.inference import module_device
 
@@ -54,12 +54,13 @@ def fit_tuned(
     """Choose the learning rate and length on held-out labels, then train on all ``labels``.
 
     ``make_model()`` builds a fresh classifier (it is called under a fixed seed, so every
-    candidate starts from the same weights). images uint8 (N, C, H, W), labels (N,). Returns the
+    candidate starts from the same weights). images uint8 (N, C, H, W) (or any modality's inputs,
+    ``data.inputs``), labels (N,). Returns the
     final model in eval mode and {"lr", "steps", "epochs", "selection", "val_top1", "val_loss",
     "n_train", "n_val", "hit_cap", "grid": [per learning rate: lr, val_top1, val_loss,
     best_step, stopped]}.
     """
-    x = as_tensor(images).to(device)
+    x = to_device(as_inputs(images), device)
     y = torch.as_tensor(np.asarray(labels)).long().to(device)
     train_idx, val_idx = stratified_split(y.cpu().numpy(), recipe.val_fraction, seed)
     counts = np.bincount(y.cpu().numpy())
@@ -72,11 +73,12 @@ def fit_tuned(
                              "improving", "val_top1": None, "val_loss": None, "n_train": len(y), "n_val": 0,
                 "hit_cap": fit["stopped"] == "cap", "grid": []}
         return model, info
-    val = (x[val_idx], y[val_idx])
+    val = (take(x, val_idx), y[val_idx])
+    part = take(x, train_idx)
     grid = []
     for m in recipe.lr_grid:
         r = replace(recipe, lr=recipe.lr * m)
-        _, fit = _seeded(seed, device, lambda g, r=r: _train(make_model, x[train_idx], y[train_idx], r, g, val=val))
+        _, fit = _seeded(seed, device, lambda g, r=r: _train(make_model, part, y[train_idx], r, g, val=val))
         grid.append({"lr": r.lr, "val_top1": fit["val_top1"], "val_loss": fit["val_loss"],
                      "best_step": fit["best_step"], "stopped": fit["stopped"]})
     best = max(grid, key=lambda c: (c["val_top1"], -c["val_loss"]))
@@ -91,9 +93,9 @@ def fit_tuned(
     return model, info
 
 
-def _train(make_model: Callable[[], Classifier], x: torch.Tensor, y: torch.Tensor, recipe: FinetuneRecipe,
+def _train(make_model: Callable[[], Classifier], x: Inputs, y: torch.Tensor, recipe: FinetuneRecipe,
            generator: torch.Generator, **kwargs) -> tuple[Classifier, dict]:
-    model = make_model().to(x.device)
+    model = make_model().to(y.device)
     if not any(p.requires_grad for p in model.encoder.parameters()):
         warnings.warn("the encoder has no trainable parameters (frozen?): only the head is trained", stacklevel=3)
     return model, train_classifier(model, x, y, recipe, generator=generator, **kwargs)
@@ -115,7 +117,8 @@ def finetune(
     """The fine-tune (or, with ``lora``, LoRA) protocol: ``fit_tuned`` on a deep copy of ``encoder``
     (left untouched) + a linear head; returns test probabilities (M, C) and what was chosen.
 
-    train_images uint8 (N, C, H, W), train_labels (N,) in [0, C), test_images uint8 (M, C, H, W).
+    train_images uint8 (N, C, H, W), train_labels (N,) in [0, C), test_images uint8 (M, C, H, W); or
+    any modality's inputs (``data.inputs``: series (N, C, T), a table's dict).
     ``seed`` fixes the split, the head, the batches and the augmentation; the caller's global RNG
     state is restored afterwards. ``device`` defaults to the encoder's.
     """
@@ -127,7 +130,7 @@ def finetune(
         return Classifier(add_lora(body) if lora else body, num_classes)
 
     model, info = fit_tuned(make, train_images, train_labels, r, seed=seed, device=device)
-    return model.predict_proba(as_tensor(test_images), eval_batch_size), info
+    return model.predict_proba(as_inputs(test_images), eval_batch_size), info
 
 
 def adapt_classifier(

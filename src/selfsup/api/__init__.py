@@ -8,7 +8,8 @@
 
 One module per job, each orchestration only: ``pretrain`` (pretraining, the demo), ``evaluate``
 (few-label evaluation, the curve, zero-shot, retrieval, embeddings, the report), ``adapt``
-(classifiers and predictions), ``anomaly`` (PatchCore fit and score), ``export``. The run-folder
+(classifiers and predictions), ``anomaly`` (PatchCore fit and score; tables and series go to
+``outliers``), ``forecast`` (long-horizon forecasting with a series run), ``export``. The run-folder
 format lives in ``selfsup.runs``.
 """
 
@@ -26,12 +27,14 @@ from selfsup.api.evaluate import (
     zero_shot,
 )
 from selfsup.api.export import EXPORT_FORMATS, export
+from selfsup.api.forecast import forecast
+from selfsup.api.outliers import outlier_fit, outlier_score
 from selfsup.api.pretrain import DEMO_FINETUNE, DEMO_OVERRIDES, demo, pretrain
 from selfsup.runs import load_encoder, load_method, load_run_config, new_run_dir, save_encoder
 
 __all__ = [
-    "ANOMALY_BANK", "ANOMALY_NORMALIZE", "CURVE_FRACTIONS", "CURVE_SHOTS", "DEMO_FINETUNE",
-    "DEMO_OVERRIDES", "EXPORT_FORMATS", "Log", "adapt", "anomaly_fit", "anomaly_score", "demo", "embed", "evaluate",
-    "evaluate_curve", "export", "load_anomaly", "load_encoder", "load_method", "load_run_config", "new_run_dir",
-    "predict", "pretrain", "report", "retrieve", "save_encoder", "say", "zero_shot",
+    "ANOMALY_BANK", "ANOMALY_NORMALIZE", "CURVE_FRACTIONS", "CURVE_SHOTS", "DEMO_FINETUNE", "DEMO_OVERRIDES",
+    "EXPORT_FORMATS", "Log", "adapt", "anomaly_fit", "anomaly_score", "demo", "embed", "evaluate", "evaluate_curve",
+    "export", "forecast", "load_anomaly", "load_encoder", "load_method", "load_run_config", "new_run_dir",
+    "outlier_fit", "outlier_score", "predict", "pretrain", "report", "retrieve", "save_encoder", "say", "zero_shot",
 ]

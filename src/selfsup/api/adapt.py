@@ -12,7 +12,8 @@ from selfsup import runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
-from selfsup.data.spec import InputSpec
+from selfsup.data.inputs import as_inputs, take
+from selfsup.data.spec import MODALITIES, InputSpec
 from selfsup.evaluate.records import merge_records, record
 
 
@@ -78,10 +79,11 @@ def adapt(
     if test_data is not None:  # read and checked before training, so a leak costs no time
         test_src, test_keys = open_source(test_data, **spec.reader_options()), []
         test = test_src.arrays(max_samples, keys=test_keys)
-        check_disjoint(x[idx], [src.sample_id(keys[i]) for i in idx], test[0],
-                       [test_src.sample_id(k) for k in test_keys], data, test_data)
+        check_disjoint(take(x, idx), [src.sample_id(keys[i]) for i in idx], test[0],
+                       [test_src.sample_id(k) for k in test_keys], data, test_data,
+                       content=MODALITIES[spec.modality].dedupe)
     t0 = time.monotonic()
-    model, info = adapt_classifier(encoder, x[idx], y[idx], len(names), method=method, recipe=r, seed=seed,
+    model, info = adapt_classifier(encoder, take(x, idx), y[idx], len(names), method=method, recipe=r, seed=seed,
                                    lora_rank=lora_rank, lora_alpha=lora_alpha)
     info.update(run=runs.canonical(run), data=data, task=src.name, n_labels=len(idx),
                 train_seconds=time.monotonic() - t0, **budget)
@@ -92,7 +94,7 @@ def adapt(
         recs.append(record(src.name, method, who, "selection_top1", [info["val_top1"]], **common,
                            n_val=info["n_val"], split="held-out labels that chose the lr and length: not a test score"))
     if test is not None:
-        scores = scores_metrics(model.predict_proba(torch.as_tensor(test[0])), test[1], len(names))
+        scores = scores_metrics(model.predict_proba(as_inputs(test[0])), test[1], len(names))
         info["test"] = {"data": test_data, "n": len(test[1]), **scores}
         recs += [record(src.name, method, who, m, [v], **common, n_test=len(test[1]), split=f"test: {test_data}")
                  for m, v in scores.items()]
@@ -129,7 +131,7 @@ def predict(
     model, config = load_classifier(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
     spec = InputSpec(**config["input_spec"])
     src = open_source(data, **spec.reader_options())
-    preds = run_classifier(model, src.loader(batch_size, shuffle=False), max_samples, input_key=spec.input_key)
+    preds = run_classifier(model, src.loader(batch_size, shuffle=False), max_samples, input_key=spec.input_keys)
     names = config["class_names"]
     write_predictions(out, preds, names)
     same = src.spec.class_names is None or list(src.spec.class_names) == names

@@ -1,5 +1,7 @@
 """Visual anomaly detection (``selfsup anomaly fit|score``): PatchCore over a run's encoder or
-raw pixel patches. Orchestration only: the detector lives in ``selfsup.evaluate.anomaly``."""
+raw pixel patches. Orchestration only: the detector lives in ``selfsup.evaluate.anomaly``. A table
+or series run goes to ``api.outliers`` (per-row and per-window scores beside IsolationForest).
+"""
 
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ def anomaly_fit(
     normalize: str = "none",
     max_samples: int | None = None,
     seed: int = 0,
+    data_options: dict | None = None,
     log: Log = say,
 ) -> Path:
     """Fit a PatchCore memory bank on normal images; returns the bank's path.
@@ -58,9 +61,15 @@ def anomaly_fit(
     training patches kept. ``normalize`` "image" applies ``standardize_images`` to every image
     first (also when scoring). Writes the bank (default ``RUN/anomaly/patchcore.safetensors``, or
     ``runs/anomaly-raw-<time>/`` for raw pixels) and ``patchcore.json`` beside it, which names the
-    run and image size so ``anomaly_score`` can rebuild the detector.
+    run and image size so ``anomaly_score`` can rebuild the detector. A table or series run keeps a
+    bank of its training rows instead (``api.outliers.outlier_fit``; ``data_options`` such as
+    ``{"split": "train"}``, the default).
     """
+    from selfsup.api.outliers import is_structured, outlier_fit
     from selfsup.evaluate.anomaly import PatchCore
+
+    if run is not None and is_structured(run):
+        return outlier_fit(run, data, out=out, data_options=data_options, max_samples=max_samples, seed=seed, log=log)
 
     if normalize not in ANOMALY_NORMALIZE:
         raise ValueError(f"normalize must be one of {', '.join(ANOMALY_NORMALIZE)}, not {normalize!r}")
@@ -116,6 +125,7 @@ def anomaly_score(
     out_dir: str | Path | None = None,
     max_figures: int = 4,
     report: bool = True,
+    data_options: dict | None = None,
     log: Log = say,
 ) -> list[dict]:
     """Score ``data`` with a bank saved by ``anomaly_fit``: image scores and pixel heatmaps.
@@ -125,9 +135,15 @@ def anomaly_score(
     (the bank's folder for raw pixels), heatmaps of up to ``max_figures`` images per defect go to
     ``OUT/heatmaps/<defect>.png`` and the anomaly section into ``report.html``. A plain image
     folder: scores only. Always writes ``OUT/scores.csv`` (path, defect, score); ``out_dir``
-    defaults to the bank's folder. Returns the records (none without masks).
+    defaults to the bank's folder. Returns the records (none without masks). A bank of a table or
+    series run is scored by ``api.outliers.outlier_score`` (``data_options`` such as ``{"split": "test"}``).
     """
     import csv
+
+    from selfsup.api.outliers import DETECTORS_FILE, outlier_score
+
+    if Path(model).name == DETECTORS_FILE or (Path(model) / DETECTORS_FILE).is_file():
+        return outlier_score(model, data, data_options=data_options, out_dir=out_dir, report=report, log=log)
 
     from selfsup.data.mvtec import load_mvtec
     from selfsup.evaluate.anomaly import anomaly_records

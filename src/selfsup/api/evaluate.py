@@ -17,9 +17,11 @@ from selfsup import runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
-from selfsup.data.spec import captions_of
+from selfsup.data.inputs import take
+from selfsup.data.spec import MODALITIES, captions_of
 from selfsup.data.splits import check_disjoint, first_occurrences, stratified_split
 from selfsup.encoders import AtSize, build_encoder
+from selfsup.evaluate.baselines import SUPERVISED, default_supervised, supervised_baselines
 from selfsup.evaluate.fewshot import (
     DEFAULT_BASELINES,
     DEFAULT_FINETUNE_SEEDS,
@@ -37,7 +39,7 @@ def evaluate(
     data: str,
     *,
     protocols: Sequence[str] = DEFAULT_PROTOCOLS,
-    baselines: Sequence[str] = DEFAULT_BASELINES,
+    baselines: Sequence[str] | None = None,
     shots: Sequence[int] | None = None,
     label_fractions: Sequence[float] | None = None,
     seeds: int = DEFAULT_SEEDS,
@@ -54,9 +56,13 @@ def evaluate(
 
     Labels for training come from ``train_data`` when given (refused if it shares a sample with
     ``data``: ``data.splits.check_disjoint``); otherwise ``data`` is split (stratified, fixed
-    seed, identical images kept once) into a labelled pool and a held-out test part. Records,
-    and one verdict record per comparison (``evaluate.verdict``), are merged into the run's
-    ``metrics.json`` and returned.
+    seed, identical images kept once) into a labelled pool and a held-out test part; when the run
+    was pretrained on the training part of this very file (``split=train``), the pool is that part
+    and the test is the rest, which the encoder never saw (``data.splits.holdout_split``). Tables and
+    series are read with the run's saved schema (training statistics). ``baselines`` default to
+    raw and scratch, plus the data's strong supervised model (``evaluate.baselines``: gbdt for a
+    table, minirocket for series). Records, and one verdict record per comparison
+    (``evaluate.verdict``), are merged into the run's ``metrics.json`` and returned.
 
     ``foundation``: a public model (or another run) measured beside the run under the same
     protocols, draws and tuning, reading the same images resized to its own image size
@@ -69,6 +75,8 @@ def evaluate(
         raise ValueError(f"{run} is itself a public model (its records say 'foundation'); give a run folder "
                          "to compare with --foundation")
     encoder, spec, enc_cfg = runs.load_encoder(run)
+    if baselines is None:
+        baselines = [*DEFAULT_BASELINES, *default_supervised(spec.modality)]
     found = None
     if foundation is not None:
         found, fspec, _ = runs.load_encoder(foundation)
@@ -79,27 +87,36 @@ def evaluate(
         baselines = (*[b for b in baselines if b != "foundation"], "foundation")
     if shots is None and label_fractions is None:
         shots = [1, 5, 10]
-    test_src = open_source(data, **spec.reader_options())
+    supervised = supervised_baselines([b for b in baselines if b in SUPERVISED], spec.modality)
+    baselines = [b for b in baselines if b not in SUPERVISED]
+    dedupe = MODALITIES[spec.modality].dedupe  # identical images are a leak; identical table rows are not
+    parts = _pretrained_part(run, data) if train_data is None else None
+    if parts is not None:
+        log(f"{data}: the run was pretrained on its training part; labels are drawn there, the test is the rest")
+        train_data = data
+    test_src = open_source(data, **spec.reader_options(), **(parts or {}).get("test", {}))
     test_keys: list[str] = []
     x_test, y_test = test_src.arrays(max_samples, keys=test_keys)
     if train_data is not None:
-        pool_src, pool_keys = open_source(train_data, **spec.reader_options()), []
+        pool_src = open_source(train_data, **spec.reader_options(), **(parts or {}).get("train", {}))
+        pool_keys: list[str] = []
         x_pool, y_pool = pool_src.arrays(max_samples, keys=pool_keys)
         check_disjoint(x_pool, [pool_src.sample_id(k) for k in pool_keys], x_test,
-                       [test_src.sample_id(k) for k in test_keys], train_data, data)
+                       [test_src.sample_id(k) for k in test_keys], train_data, data, content=dedupe)
     else:
-        unique = first_occurrences(x_test)
-        if len(unique) < len(x_test):
-            log(f"{data}: {len(x_test) - len(unique)} images are identical to earlier ones and are left out, so "
+        unique = first_occurrences(x_test) if dedupe else np.arange(len(y_test))
+        if len(unique) < len(y_test):
+            log(f"{data}: {len(y_test) - len(unique)} images are identical to earlier ones and are left out, so "
                 "no image is in both the labelled pool and the test part")
         pool, test = stratified_split(y_test[unique], test_fraction, seed=0)
         pool, test = unique[pool], unique[test]
-        x_pool, y_pool, x_test, y_test = x_test[pool], y_test[pool], x_test[test], y_test[test]
+        x_pool, y_pool, x_test, y_test = take(x_test, pool), y_test[pool], take(x_test, test), y_test[test]
     if (y_test < 0).any() or (y_pool < 0).any():
         raise ValueError(f"{data}: few-label evaluation needs labels (class subfolders, .cls members or labels key)")
     num_classes = int(max(y_pool.max(), y_test.max()) + 1)
+    names = [*baselines, *(b.name for b in supervised)]
     log(f"evaluating {runs.source_name(run)} on {test_src.name}: {len(y_pool)} labelled pool, {len(y_test)} test, "
-        f"{num_classes} classes, protocols {', '.join(protocols)}, baselines {', '.join(baselines) or 'none'}")
+        f"{num_classes} classes, protocols {', '.join(protocols)}, baselines {', '.join(names) or 'none'}")
 
     def scratch() -> nn.Module:
         return build_encoder(enc_cfg, spec)
@@ -108,7 +125,7 @@ def evaluate(
     recs = evaluate_few_label(
         encoder=encoder, make_scratch_encoder=scratch, train_images=x_pool, train_labels=y_pool,
         test_images=x_test, test_labels=y_test, num_classes=num_classes, protocols=tuple(protocols),
-        baselines=tuple(baselines), shots=list(shots) if shots else None,
+        baselines=tuple(baselines), supervised=supervised, shots=list(shots) if shots else None,
         label_fractions=list(label_fractions) if label_fractions else None, seeds=tuple(range(seeds)),
         finetune_seeds=finetune_seeds, task=test_src.name, recipe=recipe, feature_cache_dir=out_dir / runs.CACHE,
         foundation=found, progress=log,
@@ -124,6 +141,17 @@ def evaluate(
     if judged:
         log("verdict (paired over the same label draws):\n" + format_verdicts(judged))
     return recs + judged
+
+
+def _pretrained_part(run: Path, data: str) -> dict | None:
+    """{"train": {"split": "train"}, "test": {"split": "test"}} when ``run`` pretrained on the training
+    part of the file ``data`` (a table or set of series read with ``split=train``); else None."""
+    try:
+        cfg = runs.load_run_config(run).data
+    except (OSError, ValueError):
+        return None
+    same = Path(cfg.path).expanduser().resolve() == Path(str(data)).expanduser().resolve()
+    return {"train": {"split": "train"}, "test": {"split": "test"}} if same and cfg.split == "train" else None
 
 
 def report(run: str | Path, data: str | None = None, *, max_images: int = 500, log: Log = say) -> Path:
@@ -164,7 +192,7 @@ def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | Non
     for batch in src.loader(batch_size, shuffle=False):
         if max_samples is not None and seen >= max_samples:
             break
-        feats.append(extract_features(encoder, batch[spec.input_key], batch_size=batch_size))
+        feats.append(extract_features(encoder, spec.batch_input(batch), batch_size=batch_size))
         labels.append(batch["label"])
         keys += list(batch["key"])
         seen += len(batch["key"])
@@ -261,7 +289,7 @@ def evaluate_curve(
     protocols: Sequence[str] = FEW_LABEL_PROTOCOLS,
     shots: Sequence[int] | None = None,
     label_fractions: Sequence[float] | None = None,
-    baselines: Sequence[str] = DEFAULT_BASELINES,
+    baselines: Sequence[str] | None = None,
     seeds: int = DEFAULT_SEEDS,
     finetune_seeds: int = DEFAULT_FINETUNE_SEEDS,
     train_data: str | None = None,
@@ -274,8 +302,9 @@ def evaluate_curve(
     """The label-efficiency curve: ``evaluate`` at several budgets, plotted to ``RUN/figures``.
 
     Default budgets: 1, 5, 10, 50 labels per class and 100% of the pool; every protocol beside the
-    raw-pixel and from-scratch baselines, ``seeds`` draws each. Accuracy (and AUROC for two
-    classes) vs labels with error bars (std over seeds) goes to ``RUN/figures/label_efficiency.png``.
+    raw-input and from-scratch baselines (and a table's or series' supervised one), ``seeds`` draws
+    each. Accuracy (and AUROC for two classes) vs labels with error bars (std over seeds) goes to
+    ``RUN/figures/label_efficiency.png``.
     """
     from selfsup.interpret.figures import plot_label_efficiency
 

@@ -14,7 +14,7 @@ from selfsup import distributed, runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.api.evaluate import evaluate, report
-from selfsup.config import ConfigError, RunConfig, build_config, dump_config, load_config
+from selfsup.config import ConfigError, DataConfig, RunConfig, build_config, dump_config, load_config
 from selfsup.data import open_source
 from selfsup.encoders import EncoderConfig
 from selfsup.evaluate.fewshot import DEFAULT_FINETUNE_SEEDS, DEFAULT_SEEDS
@@ -27,7 +27,7 @@ from selfsup.train.config import CONTINUE_DEFAULTS
 def _open(cfg: RunConfig):
     d = cfg.data
     return open_source(d.path, image_size=d.image_size, channels=d.channels, images_key=d.images_key,
-                       labels_key=d.labels_key)
+                       labels_key=d.labels_key, **d.reader_options())
 
 
 # Encoder fields that may differ from the reference a run continues: they change no weight's shape.
@@ -114,6 +114,7 @@ def pretrain(
     teacher: str | None = None,
     monitor: str | None = None,
     progress: bool | None = None,
+    data_options: dict | None = None,
     log: Log = say,
 ) -> Path:
     """Pretrain an encoder; returns the run folder. With ``resume``, continue that run.
@@ -124,6 +125,9 @@ def pretrain(
     training defaults for continuing). ``teacher``: the frozen teacher of ``method="distill"``.
     ``monitor``: labelled data scored by kNN every ``train.monitor_every`` steps from step 0, keeping
     the best weights and stopping a collapse (``train.monitor``); it must not be a later test set.
+    ``data_options`` set fields of the config's ``data`` section, e.g. a table's
+    ``{"target": "class", "drop": ["fnlwgt"]}`` or a long series' ``{"window": 336}``
+    (``config.DataConfig``; the same as ``data.target=class`` overrides).
     """
     from selfsup.train.checkpoint import newest_good_checkpoint  # Lightning loads only when training
     from selfsup.train.engine import Snapshots, fit
@@ -155,7 +159,8 @@ def pretrain(
 
         def reload(**fields) -> RunConfig:
             fields["method"] = {**(named or {}), **fields["method"]} if "method" in fields else named
-            return load_config(config, list(overrides), data={"path": data} if data else None, train=train,
+            section = {**({"path": data} if data else {}), **(data_options or {})}
+            return load_config(config, list(overrides), data=section or None, train=train,
                                init=runs.canonical(init) if init else None, **fields)
 
         cfg = reload()
@@ -177,7 +182,11 @@ def pretrain(
                            if cfg.method.get(k) is None})
     source = _open(cfg)
     spec = source.spec
-    cfg.data.image_size, cfg.data.channels = spec.image_size, spec.channels
+    for k, v in spec.reader_options().items():  # images: the size and channels a resumed run reads again
+        if k in DataConfig.model_fields:
+            setattr(cfg.data, k, v)
+    if hasattr(source, "summary"):
+        log(f"read {source.location}: {source.summary()}")
     if distributed.is_global_zero():
         dump_config(cfg, run_dir / runs.CONFIG)
     torch.manual_seed(cfg.train.seed)
@@ -191,11 +200,13 @@ def pretrain(
     guard, guard_task = _monitor(cfg, spec, log) if cfg.train.monitor else (None, None)
     n_params = sum(p.numel() for p in model.encoder.parameters())
     log(f"pretraining {cfg.method_name} ({n_params / 1e6:.2f}M encoder parameters) on {source.name} "
-        f"({spec.channels}x{spec.image_size}x{spec.image_size}); run folder {run_dir}")
+        f"({spec.describe()}); run folder {run_dir}")
     t = cfg.train
     bounded = t.steps is not None or t.budget is not None
+    # a set smaller than one batch (a UCR training set, a small table) still gives full-set batches
+    drop_last = source.num_samples is None or source.num_samples >= t.batch_size
     loader = source.loader(t.batch_size, shuffle=True, seed=t.seed, num_workers=cfg.data.num_workers,
-                           drop_last=True, infinite=bounded)
+                           drop_last=drop_last, infinite=bounded)
     total = t.steps
     if t.epochs is not None and source.num_samples:
         total = t.epochs * max(1, source.num_samples // t.batch_size)

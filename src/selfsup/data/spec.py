@@ -1,9 +1,17 @@
 """What a data source hands the layers above: the modalities, the sample contract, the input shape.
 
-A modality is named once, here: which sample key holds the encoder's input and whether samples
-carry text. A new modality is an entry in ``MODALITIES``, a reader in ``data.sources``, an encoder
-branch in ``encoders.build_encoder`` and the methods that train on it; the batch contract
-(``sources.base.collate``), the engine and the API need nothing more (docs/architecture.md).
+A modality is named once, here: which sample keys hold the encoder's input, whether samples
+carry text, what ragged inputs are padded with. A new modality is an entry in ``MODALITIES``, a
+reader in ``data.sources``, an encoder branch in ``encoders.build_encoder`` and the methods that
+train on it; the batch contract (``sources.base.collate``), the engine and the API need nothing
+more (docs/architecture.md).
+
+- ``table``: a sample is ``{"features": float32 (F,), "categories": int64 (K,), "label", "key"}``;
+  numeric values are standardised with training statistics, NaN marks a missing value (the
+  encoder has a learned embedding for it), category index 0 is missing or unseen.
+- ``series``: a sample is ``{"series": float32 (C, T), "label", "key"}``; series of unequal length
+  keep their own T and ``collate`` pads a batch to its longest with NaN (``series_length`` gives
+  each one's T). NaN inside a series is a missing value.
 """
 
 from __future__ import annotations
@@ -22,11 +30,17 @@ IMAGE_STD = 0.25
 
 @dataclass(frozen=True)
 class Modality:
-    """``input``: the sample (and batch) key of what the encoder reads; ``text``: samples carry
-    captions (``text``, ``captions``) for a text tower."""
+    """``input``: the sample (and batch) key of what the encoder reads, ``also`` further keys it
+    reads with it (a table's categories); ``text``: samples carry captions (``text``, ``captions``)
+    for a text tower; ``pad``: what a batch of inputs of unequal length is padded with (NaN means
+    "not observed" to the series encoders); ``dedupe``: identical inputs are one sample (an image
+    seen twice is a leak between a labelled pool and a test set; equal table rows are common)."""
 
     input: str
     text: bool = False
+    also: tuple[str, ...] = ()
+    pad: float = 0.0
+    dedupe: bool = True
 
 
 MODALITIES: dict[str, Modality] = {
@@ -34,7 +48,10 @@ MODALITIES: dict[str, Modality] = {
     "image_text": Modality("image", text=True),
     "audio": Modality("audio"),  # float32 (T,) mono waveform
     "audio_text": Modality("audio", text=True),
+    "table": Modality("features", also=("categories",), dedupe=False),  # float32 (F,), int64 (K,)
+    "series": Modality("series", pad=float("nan"), dedupe=False),  # float32 (C, T)
 }
+PAD = {m.input: m.pad for m in MODALITIES.values()}  # batch key -> pad value of ragged inputs
 
 
 @dataclass
@@ -42,11 +59,17 @@ class InputSpec:
     """Shape of what a source yields, enough to build an encoder for it."""
 
     modality: str = "image"  # a key of MODALITIES
-    channels: int = 3
+    channels: int = 3  # series: channels (variables) C
     image_size: int = 32
     num_classes: int | None = None
     class_names: list[str] | None = field(default=None)
     sample_rate: int | None = None
+    num_features: int | None = None  # table: numeric features F
+    cardinalities: list[int] | None = None  # table: per categorical column, categories + 1 (index 0 = missing)
+    series_length: int | None = None  # series: the longest T seen when the source was opened
+    # table / series: how raw files become samples, fitted on the training data and saved with the
+    # encoder so test data is read the same way (column kinds, vocabularies, means and stds)
+    schema: dict | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -54,19 +77,53 @@ class InputSpec:
 
     @property
     def input_key(self) -> str:
-        """The sample key of the encoder's input ("image", "audio", ...)."""
+        """The sample key of the encoder's input ("image", "audio", "features", "series")."""
         return MODALITIES[self.modality].input
 
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        """Every sample key the encoder reads: ``input_key`` first (a table adds "categories")."""
+        m = MODALITIES[self.modality]
+        return (m.input, *m.also)
+
+    def batch_input(self, batch: dict):
+        """What the encoder reads from a batch: the input tensor, or a dict of them when the modality
+        has several keys (a table's ``{"features", "categories"}``)."""
+        keys = self.input_keys
+        return batch[keys[0]] if len(keys) == 1 else {k: batch[k] for k in keys}
+
     def reader_options(self) -> dict:
-        """``open_source`` keyword arguments that make another source yield inputs like this one's
-        (images at this size and channel count; other modalities need none)."""
-        return {"image_size": self.image_size, "channels": self.channels} if self.input_key == "image" else {}
+        """``open_source`` keyword arguments that make another source yield inputs like this one's:
+        images at this size and channel count; tables and series read with the training data's
+        ``schema`` (columns, statistics, vocabularies); other modalities need none."""
+        if self.input_key == "image":
+            return {"image_size": self.image_size, "channels": self.channels}
+        return {"schema": self.schema} if self.schema is not None else {}
+
+    def empty_inputs(self) -> dict[str, torch.Tensor]:
+        """The inputs of a batch whose every sample was skipped: (0, ...) in each input's shape."""
+        if self.input_key == "image":
+            return {"image": torch.zeros((0, self.channels, self.image_size, self.image_size), dtype=torch.uint8)}
+        if self.modality == "table":
+            return {"features": torch.zeros((0, self.num_features or 0)),
+                    "categories": torch.zeros((0, len(self.cardinalities or [])), dtype=torch.long)}
+        if self.modality == "series":
+            return {"series": torch.zeros((0, self.channels, self.series_length or 0))}
+        return {self.input_key: torch.zeros((0, 0))}
 
     def empty_input(self) -> torch.Tensor:
-        """The batch input of a batch whose every sample was skipped: (0, ...) in the input's shape."""
-        if self.input_key == "image":
-            return torch.zeros((0, self.channels, self.image_size, self.image_size), dtype=torch.uint8)
-        return torch.zeros((0, 0))
+        """The batch input (``input_key``) of a batch whose every sample was skipped."""
+        return self.empty_inputs()[self.input_key]
+
+    def describe(self) -> str:
+        """The input's shape in words, for a log line: "3x32x32", "6 numeric + 8 categorical columns"."""
+        if self.modality == "table":
+            return f"{self.num_features or 0} numeric + {len(self.cardinalities or [])} categorical columns"
+        if self.modality == "series":
+            return f"{self.channels} channel(s) x {self.series_length} steps"
+        if self.input_key == "audio":
+            return f"audio at {self.sample_rate} Hz"
+        return f"{self.channels}x{self.image_size}x{self.image_size}"
 
 
 def captions_of(item: dict) -> list[str]:

@@ -65,9 +65,42 @@ def sample_few(
     return np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
 
 
-def content_hashes(inputs: np.ndarray) -> list[str]:
-    """A digest of each row's bytes (decoded pixels at the evaluation size): equal rows, equal digests."""
-    return [hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest() for x in inputs]
+HOLDOUT_FRACTION = 0.3  # ADBench's test share (Han et al. 2022)
+
+
+def holdout_split(n: int, strata: np.ndarray | None = None, test_fraction: float = HOLDOUT_FRACTION,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) positions of ``n`` rows of one file that holds both, as ADBench splits its
+    data sets: scikit-learn's ``train_test_split(test_size=0.3, stratify=labels, random_state=seed)``.
+
+    ``strata`` (n,) (labels, or label text; any values) stratify the split; without them, or when a
+    stratum has a single row, the split is a plain random one. The same inputs give the same split,
+    so a training read (``split="train"``) and a test read (``split="test"``) never share a row.
+    """
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    if n < 2:
+        return idx, idx[:0]
+    try:
+        train, test = train_test_split(idx, test_size=test_fraction, random_state=seed,
+                                       stratify=None if strata is None else np.asarray(strata))
+    except ValueError:  # a stratum of one row
+        train, test = train_test_split(idx, test_size=test_fraction, random_state=seed)
+    return np.sort(train), np.sort(test)
+
+
+def content_hashes(inputs: np.ndarray | dict[str, np.ndarray]) -> list[str]:
+    """A digest of each row's bytes (decoded pixels at the evaluation size; for inputs of several
+    arrays, a table's, all of a row's arrays): equal rows, equal digests."""
+    parts = [inputs[k] for k in sorted(inputs)] if isinstance(inputs, dict) else [inputs]
+    out = []
+    for i in range(len(parts[0])):
+        h = hashlib.blake2b(digest_size=16)
+        for p in parts:
+            h.update(np.ascontiguousarray(np.asarray(p[i])).tobytes())
+        out.append(h.hexdigest())
+    return out
 
 
 def first_occurrences(inputs: np.ndarray) -> np.ndarray:
@@ -78,14 +111,17 @@ def first_occurrences(inputs: np.ndarray) -> np.ndarray:
     return np.sort(np.fromiter(seen.values(), dtype=np.int64, count=len(seen)))
 
 
-def check_disjoint(pool: np.ndarray, pool_ids: list[str | None], test: np.ndarray, test_ids: list[str | None],
-                   pool_name: str, test_name: str) -> None:
+def check_disjoint(pool, pool_ids: list[str | None], test, test_ids: list[str | None],
+                   pool_name: str, test_name: str, content: bool = True) -> None:
     """Raise ValueError (one line) when the labelled pool and the test set share a sample: the same
-    origin (``Source.sample_id``) or identical content. Scores on such a test set are not held out."""
+    origin (``Source.sample_id``) or, with ``content``, identical inputs (``Modality.dedupe``: not for
+    tables, where equal rows are common). Scores on such a test set are not held out."""
     same = {i for i in pool_ids if i is not None} & {i for i in test_ids if i is not None}
     if same:
         raise ValueError(f"{test_name} and the labelled pool {pool_name} share {len(same)} samples "
                          f"(e.g. {sorted(same)[0]}); evaluate on data the labels do not come from")
+    if not content:
+        return
     pool_hashes = set(content_hashes(pool))
     shared = sum(h in pool_hashes for h in content_hashes(test))
     if shared:
@@ -93,4 +129,7 @@ def check_disjoint(pool: np.ndarray, pool_ids: list[str | None], test: np.ndarra
                          f"pool {pool_name}; remove them from one of the two")
 
 
-__all__ = ["check_disjoint", "content_hashes", "first_occurrences", "sample_few", "stratified_split"]
+__all__ = [
+    "HOLDOUT_FRACTION", "check_disjoint", "content_hashes", "first_occurrences", "holdout_split", "sample_few",
+    "stratified_split",
+]

@@ -5,6 +5,12 @@ The module also carries ``input_mean`` / ``input_std`` (per channel, images in [
 selfsup's fixed 0.5 / 0.25), and ``to_input(encoder, x)`` is the one rule every caller uses to turn
 [0, 1] images into what the encoder reads. Public pretrained models load through ``encoders.hub``
 (``load_pretrained("hf:facebook/dinov2-small")``), which fills the same config.
+
+Tables and series have their own tokenizers in front of the same transformer ``Block``s:
+FT-Transformer feature tokens (``encoders.tabular``) and PatchTST patches of each channel
+(``encoders.series``); ``build_encoder`` picks them by the data's modality. They read their inputs
+as they come (standardised numbers, category indices, series values), so ``to_input`` passes them
+through.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from selfsup.data.spec import InputSpec, normalize
-from selfsup.encoders.vit import VisionTransformer, vit
+from selfsup.encoders.series import PatchTST
+from selfsup.encoders.tabular import FTTransformer
+from selfsup.encoders.vit import PRESETS, VisionTransformer, vit
 
 
 class EncoderConfig(BaseModel):
@@ -25,10 +33,15 @@ class EncoderConfig(BaseModel):
 
     The fields after ``cifar_stem`` describe public models (``encoders.hub`` sets them); their
     defaults are selfsup's own networks, so configs written before them mean the same network.
+
+    "vit" is the transformer; for tables and series its tokenizer follows the data: FT-Transformer
+    feature tokens ("ft_transformer") and PatchTST patches of each channel ("patch_tst"). For them
+    "tiny" is the paper's configuration (FT-T: width 192, depth 3, 8 heads; PatchTST: width 128,
+    depth 3, 16 heads); the other sizes are the ViT's; width / depth / heads override either.
     """
 
     model_config = ConfigDict(extra="forbid")
-    name: Literal["vit", "resnet18", "resnet34", "resnet50", "mobilenetv2"] = "vit"
+    name: Literal["vit", "resnet18", "resnet34", "resnet50", "mobilenetv2", "ft_transformer", "patch_tst"] = "vit"
     size: str = "tiny"
     patch_size: int = 4
     width: int | None = None
@@ -63,10 +76,53 @@ class EncoderConfig(BaseModel):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     source: str | None = None  # where pretrained weights came from, e.g. "hf:facebook/dinov2-small"
+    # -- series (PatchTST)
+    series_patch: int = 12  # steps per patch (PatchTST's self-supervised setting)
+    series_stride: int | None = None  # steps between patch starts; None = series_patch (no overlap)
+    revin: bool = True  # per-sample instance normalisation (off keeps each window's level)
+
+
+# "tiny" for tables and series is the paper's default model; other sizes are the ViT presets
+MODALITY_PRESETS = {
+    "table": {"tiny": {"width": 192, "depth": 3, "heads": 8}},  # Gorishniy et al. 2021
+    "series": {"tiny": {"width": 128, "depth": 3, "heads": 16}},  # Nie et al. 2023
+}
+MODALITY_ENCODERS = {"table": "ft_transformer", "series": "patch_tst"}
+
+
+def _size(cfg: EncoderConfig, modality: str) -> dict[str, int]:
+    if cfg.size not in PRESETS and cfg.size != "custom":
+        raise ValueError(f"unknown size {cfg.size!r}; choose from {', '.join(PRESETS)} or custom")
+    p = dict(MODALITY_PRESETS[modality].get(cfg.size) or PRESETS.get(cfg.size, PRESETS["tiny"]))
+    p.update({k: v for k, v in {"width": cfg.width, "depth": cfg.depth, "heads": cfg.heads}.items() if v is not None})
+    return p
+
+
+def _build_structured(cfg: EncoderConfig, spec: InputSpec) -> nn.Module:
+    """The FT-Transformer (tables) or PatchTST (series) for ``spec``."""
+    modality = spec.modality
+    want = MODALITY_ENCODERS[modality]
+    if cfg.name not in ("vit", want):
+        raise ValueError(f"encoder {cfg.name!r} cannot encode {modality} data; use vit or {want}")
+    p = _size(cfg, modality)
+    if modality == "table":
+        return FTTransformer(
+            spec.num_features or 0, spec.cardinalities or [], embed_dim=p["width"], depth=p["depth"],
+            num_heads=p["heads"], mlp_ratio=cfg.mlp_ratio, drop_path_rate=cfg.drop_path, pool=cfg.pool,
+        )
+    return PatchTST(
+        spec.channels, patch_size=cfg.series_patch, stride=cfg.series_stride, embed_dim=p["width"],
+        depth=p["depth"], num_heads=p["heads"], mlp_ratio=cfg.mlp_ratio, drop_path_rate=cfg.drop_path,
+        revin=cfg.revin,
+    )
 
 
 def build_encoder(cfg: EncoderConfig, spec: InputSpec) -> nn.Module:
-    """The encoder named by ``cfg`` for inputs shaped like ``spec``."""
+    """The encoder named by ``cfg`` for inputs shaped like ``spec`` (tables and series: see ``EncoderConfig``)."""
+    if spec.modality in MODALITY_ENCODERS:
+        return _build_structured(cfg, spec)
+    if cfg.name in MODALITY_ENCODERS.values():
+        raise ValueError(f"encoder {cfg.name!r} needs table or series data, not {spec.modality}")
     in_chans = cfg.in_chans or spec.channels
     if cfg.name == "vit":
         enc = vit(
@@ -95,9 +151,12 @@ def input_stats(encoder: nn.Module) -> tuple[tuple[float, ...] | None, tuple[flo
     return getattr(encoder, "input_mean", None), getattr(encoder, "input_std", None)
 
 
-def to_input(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def to_input(encoder: nn.Module, images: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor | dict:
     """Float images in [0, 1] (B, C, H, W) -> what ``encoder`` reads: normalised with its own statistics
-    (selfsup's fixed scale for its own encoders), one grey channel repeated when it wants three."""
+    (selfsup's fixed scale for its own encoders), one grey channel repeated when it wants three.
+    Table and series inputs (a dict of tensors, or the input of a table / series encoder) pass as they are."""
+    if isinstance(images, dict) or getattr(encoder, "modality", "image") in MODALITY_ENCODERS:
+        return images
     want = getattr(encoder, "in_chans", images.shape[1])
     if images.shape[1] == 1 and want == 3:
         images = images.expand(-1, 3, -1, -1)
@@ -154,7 +213,6 @@ def resize_to(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 
 __all__ = [
-    "AtSize", "EncoderConfig", "build_encoder", "input_stats", "patch_width", "pooled_and_patches", "resize_to",
-    "to_input",
-    "VisionTransformer", "vit",
+    "AtSize", "EncoderConfig", "FTTransformer", "PatchTST", "VisionTransformer", "build_encoder", "input_stats",
+    "patch_width", "pooled_and_patches", "resize_to", "to_input", "vit",
 ]

@@ -1,9 +1,10 @@
-"""Running a network for inference: eval mode that is always restored, uint8 images in batches.
+"""Running a network for inference: eval mode that is always restored, inputs in batches.
 
 Every consumer of a trained encoder (features, fine-tuned classifiers, PatchCore, attention maps,
-zero-shot, ONNX checks) runs it through ``eval_mode`` and, for images, ``encode_images``, so the
-rules live here once: no gradients, eval mode for the call and the caller's mode back afterwards,
-images turned into the encoder's input scale (``data.spec``) batch by batch on its device.
+zero-shot, ONNX checks) runs it through ``eval_mode`` and ``encode_images``, so the rules live
+here once: no gradients, eval mode for the call and the caller's mode back afterwards, images
+turned into the encoder's input scale (``data.spec``) batch by batch on its device. Table and
+series inputs (``data.inputs``: a tensor or a dict of tensors) go through the same function.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from selfsup.data.spec import as_tensor, to_float
+from selfsup.data.inputs import Inputs, as_inputs, rows, take, to_device
+from selfsup.data.spec import to_float
 from selfsup.hardware import autocast
 
 
@@ -37,9 +39,19 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
+def batch_input(encoder: nn.Module, batch: Inputs) -> Inputs:
+    """A batch of inputs on the encoder's device -> what ``encoder`` reads: uint8 images become float
+    in [0, 1] and then its input scale (``encoders.to_input``); table and series inputs pass."""
+    from selfsup.encoders import to_input
+
+    if isinstance(batch, dict):
+        return to_input(encoder, batch)
+    return to_input(encoder, to_float(batch))
+
+
 def encode_images(
     module: nn.Module,
-    images: np.ndarray | torch.Tensor,
+    images: np.ndarray | torch.Tensor | dict,
     fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     *,
     batch_size: int = 256,
@@ -47,22 +59,21 @@ def encode_images(
     empty: tuple[int, ...] = (0,),
     precision: str = "auto",
 ) -> torch.Tensor:
-    """uint8 images (N, C, H, W) -> ``fn(x)`` of each batch concatenated, float32 on the CPU.
+    """uint8 images (N, C, H, W), or any modality's inputs (``data.inputs``: series (N, C, T), a table's
+    dict) -> ``fn(x)`` of each batch concatenated, float32 on the CPU.
 
-    ``x`` is a batch moved to ``device`` (default the module's), ``to_float``-ed and turned into what
-    the encoder reads (``encoders.to_input``; the encoder is ``module.encoder`` for a model that wraps
-    one); ``fn`` defaults to ``module`` itself. Runs under ``eval_mode(module)`` and the autocast of
-    ``precision`` (``hardware.autocast``). With no images the result is ``torch.empty(empty)``.
+    ``x`` is a batch moved to ``device`` (default the module's) and turned into what the encoder
+    reads (``batch_input``; the encoder is ``module.encoder`` for a model that wraps one); ``fn``
+    defaults to ``module`` itself. Runs under ``eval_mode(module)`` and the autocast of ``precision``
+    (``hardware.autocast``). With no inputs the result is ``torch.empty(empty)``.
     """
-    images = as_tensor(images)
+    images = as_inputs(images)
     device = torch.device(device) if device is not None else module_device(module)
-    from selfsup.encoders import to_input
-
     fn, encoder = fn or module, getattr(module, "encoder", module)
     with eval_mode(module), autocast(device, precision):
-        out = [fn(to_input(encoder, to_float(images[i : i + batch_size].to(device)))).float().cpu()
-               for i in range(0, len(images), batch_size)]
+        out = [fn(batch_input(encoder, to_device(take(images, slice(i, i + batch_size)), device))).float().cpu()
+               for i in range(0, rows(images), batch_size)]
     return torch.cat(out) if out else torch.empty(empty)
 
 
-__all__ = ["encode_images", "eval_mode", "module_device"]
+__all__ = ["batch_input", "encode_images", "eval_mode", "module_device"]

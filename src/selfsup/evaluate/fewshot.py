@@ -10,9 +10,14 @@ encoder gets the same draws, so their scores pair up for the verdict (``evaluate
 - ``finetune`` and ``lora`` train a copy with the learning rate and length chosen on held-out
   labels (``adapt.tune.fit_tuned``): no encoder is stopped at a fixed step count.
 
-Encoders: "ssl" (the run's) and the baselines asked for: "raw" (pixels, under the frozen
-protocols), "scratch" (the same network from random weights, under fine-tuning) and
-"foundation" (a frozen public model, under every protocol). The test split is only ever scored.
+Encoders: "ssl" (the run's) and the baselines asked for: "raw" (the raw input under the frozen
+protocols: pixels, a table's numbers with missing flags and one-hot categories, series values;
+``features.raw_pair``), "scratch" (the same network from random weights, under fine-tuning),
+"foundation" (a frozen public model, under every protocol), and the strong supervised models of
+tables and series (``evaluate.baselines``: "gbdt", "minirocket"), each a whole classifier trained
+on the draw's labels, recorded under the protocol "supervised". The test split is only ever scored.
+
+Inputs are any modality's (``data.inputs``): uint8 images, series (N, C, T), a table's dict.
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ from torch import nn
 
 from selfsup.adapt.finetune import Classifier, FinetuneRecipe, epoch_steps, lora_recipe, train_classifier
 from selfsup.adapt.tune import finetune
-from selfsup.data.spec import as_tensor
+from selfsup.data.inputs import as_inputs, rows, take, to_device
 from selfsup.data.splits import sample_few
 from selfsup.encoders.inference import module_device
-from selfsup.evaluate.features import cached_features, raw_features
+from selfsup.evaluate.features import cached_features, raw_pair
 from selfsup.evaluate.knn import knn_probe
 from selfsup.evaluate.linear import linear_classifier
 from selfsup.evaluate.metrics import scores_metrics
@@ -43,14 +48,19 @@ from selfsup.evaluate.records import record
 DEFAULT_PROTOCOLS = ("knn", "linear", "finetune")
 FEW_LABEL_PROTOCOLS = (*DEFAULT_PROTOCOLS, "lora")
 FROZEN = ("knn", "linear")
-BASELINES = ("raw", "scratch", "foundation")
+BASELINES = ("raw", "scratch", "foundation")  # and the supervised ones of evaluate.baselines
+SUPERVISED = "supervised"  # the protocol of whole supervised models (gbdt, minirocket)
+EVERY_SEED = (*FROZEN, SUPERVISED)  # cheap enough to run on every draw; fine-tuning runs on the first few
+CHOSEN = ("k", "standardize", "C", "lr", "steps", "epochs", "alpha", *("min_samples_leaf", "max_leaf_nodes",
+                                                                      "learning_rate", "max_iter"))
 DEFAULT_BASELINES = ("raw", "scratch")
 DEFAULT_SEEDS, DEFAULT_FINETUNE_SEEDS = 5, 3  # frozen probes are cheap, fine-tuning is not
 
 
 def plan(protocols: Sequence[str], baselines: Sequence[str], *, scratch: bool,
-         foundation: bool) -> list[tuple[str, str]]:
-    """(protocol, encoder) pairs to run: ssl under every protocol, each baseline where it applies."""
+         foundation: bool, supervised: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(protocol, encoder) pairs to run: ssl under every protocol, each baseline where it applies, and
+    each ``supervised`` baseline (by name) under "supervised"."""
     unknown = set(protocols) - set(FEW_LABEL_PROTOCOLS)
     if unknown:
         raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(FEW_LABEL_PROTOCOLS)}")
@@ -68,21 +78,21 @@ def plan(protocols: Sequence[str], baselines: Sequence[str], *, scratch: bool,
             runs.append((p, "scratch"))
         if "foundation" in baselines and foundation:
             runs.append((p, "foundation"))
-    return runs
+    return runs + [(SUPERVISED, name) for name in supervised]
 
 
 def _summary(chosen: dict) -> str:
-    keys = ("k", "standardize", "C", "lr", "epochs")
+    keys = ("k", "standardize", "C", "lr", "epochs", "alpha", "min_samples_leaf", "max_leaf_nodes", "learning_rate")
     return ", ".join(f"{k} {chosen[k]:.3g}" if isinstance(chosen[k], float) else f"{k} {chosen[k]}"
                      for k in keys if k in chosen)
 
 
-def step_seconds(encoder: nn.Module, images: torch.Tensor, num_classes: int, recipe: FinetuneRecipe,
+def step_seconds(encoder: nn.Module, images, num_classes: int, recipe: FinetuneRecipe,
                  device: torch.device, steps: int = 3) -> float:
     """Seconds per fine-tuning step of ``encoder``, measured on a few steps (after one warm-up step)."""
     model = Classifier(copy.deepcopy(encoder), num_classes).to(device)
-    x = images[: recipe.batch_size].to(device)
-    y = torch.zeros(len(x), dtype=torch.long, device=device)
+    x = to_device(take(images, slice(0, recipe.batch_size)), device)
+    y = torch.zeros(rows(x), dtype=torch.long, device=device)
     with torch.random.fork_rng(devices=[]):
         train_classifier(model, x, y, recipe, generator=torch.Generator(), steps=1)
         t0 = time.perf_counter()
@@ -119,6 +129,7 @@ def evaluate_few_label(
     protocols: Sequence[str] = DEFAULT_PROTOCOLS,
     baselines: Sequence[str] = DEFAULT_BASELINES,
     foundation: nn.Module | None = None,
+    supervised: Sequence = (),
     shots: Sequence[int] | None = None,
     label_fractions: Sequence[float] | None = None,
     seeds: Sequence[int] = tuple(range(DEFAULT_SEEDS)),
@@ -131,21 +142,26 @@ def evaluate_few_label(
 ) -> list[dict]:
     """Records (see ``records.record``) for every budget x protocol x encoder x metric.
 
-    train_images / test_images uint8 (N, C, H, W) / (M, C, H, W); labels (N,) / (M,) ints in
+    train_images / test_images uint8 (N, C, H, W) / (M, C, H, W), or any modality's inputs
+    (``data.inputs``: series (N, C, T), a table's dict); labels (N,) / (M,) ints in
     [0, num_classes) (train labels < 0 are never drawn). ``baselines`` among "raw", "scratch"
     (``make_scratch_encoder()``, seeded per draw) and "foundation" (the ``foundation`` encoder,
-    frozen). Frozen protocols run over every seed of ``seeds``; fine-tuning and LoRA over the
-    first ``finetune_seeds`` of them. Metrics: "top1" (ties give no free credit:
-    ``metrics.expected_top1``), plus "auroc" for 2 classes. Each record carries per draw what was
+    frozen); ``supervised``: baseline objects of ``evaluate.baselines`` (prepared on the pool and
+    test inputs once, then trained on every draw). Frozen protocols and the supervised baselines
+    run over every seed of ``seeds``; fine-tuning and LoRA over the first ``finetune_seeds`` of
+    them. Metrics: "top1" (ties give no free credit: ``metrics.expected_top1``), plus "auroc" for 2
+    classes and "auprc" of the rarer class when it is rare. Each record carries per draw what was
     chosen for that encoder (``chosen``) and how (``selection``). Features of the pretrained
     encoders are cached in ``feature_cache_dir``; raw pixels are area-averaged to at most
     ``raw_max_side``. ``progress`` gets the plan and its cost estimate first, then one line per run.
     """
-    runs = plan(protocols, baselines, scratch=make_scratch_encoder is not None, foundation=foundation is not None)
+    runs = plan(protocols, baselines, scratch=make_scratch_encoder is not None, foundation=foundation is not None,
+                supervised=[b.name for b in supervised])
+    by_name = {b.name: b for b in supervised}
     budgets = [("shots", int(k)) for k in shots or ()] + [("label_fraction", float(f)) for f in label_fractions or ()]
     if not budgets:
         raise ValueError("give shots and/or label_fractions")
-    train_images, test_images = as_tensor(train_images), as_tensor(test_images)
+    train_images, test_images = as_inputs(train_images), as_inputs(test_images)
     train_labels, test_labels = np.asarray(train_labels).astype(np.int64), np.asarray(test_labels).astype(np.int64)
     if test_labels.min(initial=0) < 0 or test_labels.max(initial=0) >= num_classes:
         raise ValueError(f"test labels must lie in [0, {num_classes})")
@@ -156,22 +172,25 @@ def evaluate_few_label(
     r = recipe or FinetuneRecipe()
     recipes = {"finetune": r, "lora": lora_recipe(r)}
     models = {"ssl": encoder, "foundation": foundation}
-    trained = [(p, e) for p, e in runs if p not in FROZEN]
+    trained = [(p, e) for p, e in runs if p not in EVERY_SEED]
     ft_seeds = list(seeds)[:max(1, finetune_seeds)]
 
     feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     frozen_encs = {e for p, e in runs if p in FROZEN}
     if frozen_encs:
-        log(f"{task}: extracting features of {len(train_images)} + {len(test_images)} images")
+        log(f"{task}: extracting features of {rows(train_images)} + {rows(test_images)} samples")
         for name in frozen_encs - {"raw"}:
             feats[name] = tuple(cached_features(models[name], x, feature_cache_dir, device=device)
                                 for x in (train_images, test_images))
         if "raw" in frozen_encs:
-            feats["raw"] = (raw_features(train_images, raw_max_side), raw_features(test_images, raw_max_side))
+            feats["raw"] = raw_pair(train_images, test_images, raw_max_side)
+    for b in supervised:
+        log(f"{task}: preparing the {b.name} baseline on {rows(train_images)} + {rows(test_images)} samples")
+        b.prepare(train_images, test_images)
 
     jobs = [(kind, amount, seed, p, e) for kind, amount in budgets for seed in seeds for p, e in runs
-            if p in FROZEN or seed in ft_seeds]
-    n_train = sum(1 for j in jobs if j[3] not in FROZEN)
+            if p in EVERY_SEED or seed in ft_seeds]
+    n_train = sum(1 for j in jobs if j[3] not in EVERY_SEED)
     lines = [f"{task}: {len(budgets)} budget(s) x {len(seeds)} draws for {', '.join(sorted(frozen_encs)) or '-'} "
              f"under {', '.join(p for p in FROZEN if p in protocols) or '-'}"]
     if trained:
@@ -196,9 +215,11 @@ def evaluate_few_label(
             n_labels.append(len(idx))
             y = train_labels[idx]
             for protocol, enc in runs:
-                if protocol not in FROZEN and seed not in ft_seeds:
+                if protocol not in EVERY_SEED and seed not in ft_seeds:
                     continue
-                if protocol == "knn":
+                if protocol == SUPERVISED:
+                    probs, info = by_name[enc].predict(idx, y, num_classes, seed)
+                elif protocol == "knn":
                     probs, info = knn_probe(feats[enc][0][idx], y, feats[enc][1], num_classes)
                 elif protocol == "linear":
                     probs, info = linear_classifier(feats[enc][0][idx], y, feats[enc][1], num_classes, seed)
@@ -208,7 +229,7 @@ def evaluate_few_label(
                         with torch.random.fork_rng(devices=[]):
                             torch.manual_seed(seed)
                             model = make_scratch_encoder().to(device)
-                    probs, info = finetune(model, train_images[idx], y, test_images, num_classes, seed=seed,
+                    probs, info = finetune(model, take(train_images, idx), y, test_images, num_classes, seed=seed,
                                            recipe=recipes[protocol], lora=protocol == "lora", device=device)
                     info = {k: v for k, v in info.items() if k not in ("grid",)}
                     done += 1
@@ -220,20 +241,19 @@ def evaluate_few_label(
                     bar = f"[{'#' * round(20 * done / n_train):<20}] {done}/{n_train} " if n_train else ""
                     log(f"{bar}{task} {kind}={amount:g} seed {seed}: {protocol}/{enc} "
                         f"top1 {values[(protocol, enc, 'top1')][-1]:.4f} ({_summary(info)})"
-                        + (f"; ~{left / 60:.1f} min left" if protocol not in FROZEN and done < n_train else ""))
+                        + (f"; ~{left / 60:.1f} min left" if protocol not in EVERY_SEED and done < n_train else ""))
         for (protocol, enc, metric), vals in values.items():
             info = chosen[(protocol, enc)]
             records.append(record(
                 task, protocol, enc, metric, vals, **{kind: amount}, n_labels=int(np.mean(n_labels)),
                 n_test=len(test_labels), selection=sorted({c["selection"] for c in info}),
-                chosen=[{k: v for k, v in c.items() if k in ("k", "standardize", "C", "lr", "steps", "epochs")}
-                        for c in info],
+                chosen=[{k: v for k, v in c.items() if k in CHOSEN} for c in info],
                 **({"hit_cap": True} if any(c.get("hit_cap") for c in info) else {}),
             ))
     return records
 
 
 __all__ = [
-    "BASELINES", "DEFAULT_BASELINES", "DEFAULT_FINETUNE_SEEDS", "DEFAULT_PROTOCOLS", "DEFAULT_SEEDS",
+    "BASELINES", "DEFAULT_BASELINES", "SUPERVISED", "DEFAULT_FINETUNE_SEEDS", "DEFAULT_PROTOCOLS", "DEFAULT_SEEDS",
     "FEW_LABEL_PROTOCOLS", "budget_labels", "evaluate_few_label", "plan",
 ]

@@ -19,10 +19,14 @@ import numpy as np
 BUDGET_KEYS = ("shots", "label_fraction")  # labels per class, or a fraction of the labelled pool
 ENCODERS = {  # what was measured
     "ssl": "this run's pretrained encoder",
-    "scratch": "the same network trained from random weights on the same labels",
-    "raw": "the same probe on raw pixels",
     "foundation": "a public pretrained model as published (--foundation, or a model reference as RUN), "
                   "under the same protocols and tuning",
+    "scratch": "the same network trained from random weights on the same labels",
+    "raw": "the same probe on the raw input (pixels; a table's numbers, missing flags and one-hot categories, "
+           "so the linear probe is a logistic regression; series values)",
+    "gbdt": "gradient-boosted trees on the raw table (scikit-learn HistGradientBoosting, tuned by cross-validation)",
+    "minirocket": "MiniRocket features + ridge classifier, alpha by cross-validation (Dempster et al. 2021)",
+    "dlinear": "a linear map from the lookback window to the horizon (DLinear-style, Zeng et al. 2023)",
 }
 PROTOCOLS = {  # how it was measured
     "knn": "kNN (frozen features)",
@@ -31,7 +35,10 @@ PROTOCOLS = {  # how it was measured
     "lora": "LoRA",
     "zero-shot": "Zero-shot",
     "retrieval": "Retrieval",
+    "supervised": "Supervised on the raw input",
     "anomaly": "Anomaly detection",
+    "forecast-linear": "Forecasting, linear head (frozen encoder)",
+    "forecast-finetune": "Forecasting, fine-tuned",
     "pretrain": "Pretraining",
     "monitor": "kNN monitor during pretraining (--monitor; leave-one-out, k 20)",
 }
@@ -39,18 +46,28 @@ METRICS = {  # what number
     "top1": "top-1 accuracy",
     "top5": "top-5 accuracy",
     "auroc": "AUROC",
+    "auprc": "AUPRC",
     "balanced_accuracy": "balanced accuracy",
     "f1": "F1",
     "image_auroc": "image AUROC",
     "pixel_auroc": "pixel AUROC",
+    "mse": "MSE",
+    "mae": "MAE",
+}
+DETECTORS = {  # how an anomaly score was made (records of protocol "anomaly" on tables and series)
+    "reconstruction": "the masked model's reconstruction error",
+    "knn": "distance to the k-th nearest training sample (in the encoder's embedding space for ssl)",
+    "iforest": "IsolationForest (Liu et al. 2008)",
 }
 PRETRAIN_METRICS = ("final_loss", "steps", "seconds", "images_per_s", "skipped_samples", "nonfinite_steps")
-LOWER_IS_BETTER = ("loss", "error", "err", "time", "seconds", "nonfinite", "skipped")  # parts of metric names
+LOWER_IS_BETTER = ("loss", "error", "err", "time", "seconds", "nonfinite", "skipped", "mse", "mae")  # name parts
 
 # What a record measured; a new record replaces an old one with the same values of these fields.
 # "baseline" names the other side of a verdict, "peer" a compared library (benchmarks), "defect" a
-# slice of an anomaly-detection test set.
-IDENTITY = ("task", "protocol", "encoder", *BUDGET_KEYS, "metric", "baseline", "peer", "defect")
+# slice of an anomaly-detection test set, "detector" how an anomaly score was made, "horizon" the
+# steps a forecast looks ahead.
+IDENTITY = ("task", "protocol", "encoder", *BUDGET_KEYS, "metric", "baseline", "peer", "defect", "detector",
+            "horizon")
 
 
 def record(
@@ -133,6 +150,8 @@ def budget_kind(rec: dict) -> str | None:
 def budget_order(rec: dict) -> tuple[int, float]:
     """Sort key of a record's budget: shots ascending, then fractions ascending, then none."""
     kind = budget_kind(rec)
+    if kind is None and rec.get("horizon") is not None:
+        return (len(BUDGET_KEYS), float(rec["horizon"]))
     return (BUDGET_KEYS.index(kind), float(rec[kind])) if kind else (len(BUDGET_KEYS), 0.0)
 
 
@@ -146,8 +165,16 @@ def lower_is_better(metric: str) -> bool:
     return any(w in metric.lower() for w in LOWER_IS_BETTER)
 
 
+def column(rec: dict) -> str:
+    """The encoder as a table column names it: "ssl", "raw (iforest)", "ssl (lightly)"."""
+    extra = [rec[k] for k in ("peer", "detector") if rec.get(k)]
+    return str(rec.get("encoder", "?")) + (f" ({', '.join(map(str, extra))})" if extra else "")
+
+
 def budget(rec: dict) -> str:
-    """Human label of a record's label budget: "5-shot", "10%" or "all"."""
+    """Human label of a record's label budget: "5-shot", "10%" or "all" (a forecast: its horizon)."""
+    if rec.get("horizon") is not None:
+        return f"H={rec['horizon']}"
     if rec.get("shots") is not None:
         return f"{rec['shots']}-shot"
     if rec.get("label_fraction") is not None:
@@ -162,7 +189,7 @@ def format_table(records: list[dict]) -> str:
         (
             str(r.get("task", "")),
             str(r.get("protocol", "")),
-            str(r.get("encoder", "")) + (f" ({r['peer']})" if r.get("peer") else ""),
+            column(r),
             budget(r),
             str(r.get("metric", "")),
             f"{r['mean']:.4f} ± {r.get('std', 0.0):.4f}",
@@ -177,7 +204,7 @@ def format_table(records: list[dict]) -> str:
 
 
 __all__ = [
-    "BUDGET_KEYS", "ENCODERS", "IDENTITY", "LOWER_IS_BETTER", "METRICS", "PRETRAIN_METRICS", "PROTOCOLS", "budget",
-    "budget_kind", "budget_order", "format_table", "identity", "load_records", "lower_is_better", "merge_records",
-    "rank_in", "record",
+    "BUDGET_KEYS", "DETECTORS", "ENCODERS", "IDENTITY", "LOWER_IS_BETTER", "METRICS", "PRETRAIN_METRICS", "PROTOCOLS",
+    "budget", "budget_kind", "budget_order", "column", "format_table", "identity", "load_records", "lower_is_better",
+    "merge_records", "rank_in", "record",
 ]

@@ -6,6 +6,13 @@ the mean paired difference with a 95 % Student-t interval (n - 1 degrees of free
 and one plain sentence: "SSL fine-tune beats scratch by +0.12 (95 % CI +0.08 to +0.16)", "scratch
 beats SSL fine-tune by ...", or "no significant difference" when the interval holds 0. With one
 draw there is no interval and the sentence says so.
+
+Baselines are the other encoders of the same protocol (raw under the frozen probes, scratch
+under fine-tuning, foundation under all) and, under every protocol, the whole supervised models
+(protocol "supervised": gradient-boosted trees on a table, MiniRocket on series). Each SSL protocol
+is compared with each of them rather than the best SSL protocol with the best baseline: picking
+either "best" by test score would favour it on the test set itself. They get the same label draws,
+so those pairs are paired too.
 """
 
 from __future__ import annotations
@@ -55,7 +62,10 @@ def _key(rec: dict) -> tuple:
     return (rec.get("task"), rec.get("protocol"), *(rec.get(k) for k in BUDGET_KEYS), rec.get("metric"))
 
 
-def verdicts(records: list[dict], encoder: str = "ssl", metrics: tuple[str, ...] = ("top1",)) -> list[dict]:
+SUPERVISED = "supervised"  # records of whole supervised models, compared with every protocol
+
+
+def verdicts(records: list[dict], encoder: str = "ssl", metrics: tuple[str, ...] = ("top1", "auprc")) -> list[dict]:
     """One verdict record per (task, protocol, budget, metric, baseline) that ``records`` hold for both
     ``encoder`` and the baseline, from their per-draw ``values`` (paired by seed order).
 
@@ -63,19 +73,25 @@ def verdicts(records: list[dict], encoder: str = "ssl", metrics: tuple[str, ...]
     method, ``baseline`` the other encoder, ``metric`` "<metric>_difference", mean/low/high of the
     difference, the per-draw differences in ``values`` and the ``verdict`` sentence. Baselines
     are the other encoders of the same protocol: raw and foundation under the frozen protocols,
-    scratch and foundation under fine-tuning.
+    scratch and foundation under fine-tuning; and the "supervised" models under every protocol.
+    ``metrics``: top-1 accuracy, and the AUPRC of imbalanced binary tasks where it was measured.
     """
     by_key: dict[tuple, dict[str, dict]] = {}
     for r in records:
         if r.get("metric") in metrics and "values" in r and r.get("baseline") is None:
             by_key.setdefault(_key(r), {})[r["encoder"]] = r
+    supervised: dict[tuple, dict[str, dict]] = {}
+    for key, encs in by_key.items():
+        if key[1] == SUPERVISED:
+            supervised[(key[0], *key[2:])] = encs
     out = []
-    for encs in by_key.values():
+    for key, encs in by_key.items():
         mine = encs.get(encoder)
-        if mine is None:
+        if mine is None or key[1] == SUPERVISED:
             continue
-        for base in sorted(set(encs) - {encoder}, key=lambda e: list(ENCODERS).index(e) if e in ENCODERS else 99):
-            other = encs[base]
+        others = {**supervised.get((key[0], *key[2:]), {}), **{e: r for e, r in encs.items() if e != encoder}}
+        for base in sorted(others, key=lambda e: list(ENCODERS).index(e) if e in ENCODERS else 99):
+            other = others[base]
             n = min(len(mine["values"]), len(other["values"]))
             diff, low, high = paired_interval(mine["values"][:n], other["values"][:n])
             b = {k: mine[k] for k in BUDGET_KEYS if mine.get(k) is not None}

@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch import nn
 
+from selfsup.data.inputs import rows, take
 from selfsup.data.spec import as_tensor, to_float
 from selfsup.encoders.inference import eval_mode, module_device
 from selfsup.evaluate.features import extract_features
@@ -29,6 +30,7 @@ from selfsup.evaluate.records import (
     PROTOCOLS,
     budget,
     budget_order,
+    column,
     load_records,
     lower_is_better,
     rank_in,
@@ -36,6 +38,7 @@ from selfsup.evaluate.records import (
 from selfsup.interpret import figures as fg
 from selfsup.interpret.attention import is_vit, vit_attention
 from selfsup.interpret.embedding import nearest_neighbours, pca, pick_queries, tsne
+from selfsup.interpret.structured import structured_sections
 
 
 @dataclass
@@ -126,10 +129,6 @@ def summary_section(config: dict | None, records: list[dict], encoder: nn.Module
 # ----------------------------------------------------------------------------- results table
 
 
-def _column(r: dict) -> str:
-    return str(r.get("encoder", "?")) + (f" ({r['peer']})" if r.get("peer") else "")
-
-
 def results_table(records: list[dict]) -> str:
     """One table: a group of rows per protocol, rows (task, subset, metric, budget), one column per
     encoder (ssl, scratch, raw, peers) so they sit side by side; the best cell of a row in bold."""
@@ -139,7 +138,7 @@ def results_table(records: list[dict]) -> str:
         return ""
     protocols = sorted({str(r.get("protocol", "")) for r in recs},
                        key=lambda p: (rank_in(PROTOCOLS, p), p))
-    cols = sorted({_column(r) for r in recs}, key=lambda c: (rank_in(ENCODERS, c), c))
+    cols = sorted({column(r) for r in recs}, key=lambda c: (rank_in(ENCODERS, c), c))
     show = {"task": len({r.get("task") for r in recs}) > 1, "subset": any(r.get("defect") is not None for r in recs),
             "metric": True}
     head = [h for h in ("task", "subset", "metric") if show[h]] + ["labels"]
@@ -150,7 +149,7 @@ def results_table(records: list[dict]) -> str:
         for r in (r for r in recs if r.get("protocol") == protocol):
             key = (str(r.get("task", "")), str(r.get("defect", "")), str(r.get("metric", "")), budget_order(r),
                    budget(r))
-            rows.setdefault(key, {})[_column(r)] = r
+            rows.setdefault(key, {})[column(r)] = r
         lines = [f'<tr class="group"><th colspan="{width}">{esc(PROTOCOLS.get(protocol, protocol))}</th></tr>']
         for key in sorted(rows, key=lambda k: (k[0], k[1] == "overall", k[1], rank_in(METRICS, k[2]), k[2], k[3])):
             task, subset, metric, _, label = key
@@ -231,10 +230,13 @@ def attention_section(encoder: nn.Module, images: np.ndarray, labels: np.ndarray
     return Section("attention", "Attention maps", save("attention_maps", png, caption, "attention maps"))
 
 
-def embedding_sections(encoder: nn.Module, images: np.ndarray, labels: np.ndarray | None,
-                       class_names: list[str] | None, save: FigureWriter, max_points: int) -> list[Section]:
-    idx = _subset(len(images), labels, max_points)
-    imgs = images[idx]
+def embedding_sections(encoder: nn.Module, images, labels: np.ndarray | None,
+                       class_names: list[str] | None, save: FigureWriter, max_points: int,
+                       gallery: bool = True) -> list[Section]:
+    """The embedding map, and (``gallery``: images) the nearest-neighbour gallery; ``images`` may be
+    any modality's inputs (``data.inputs``)."""
+    idx = _subset(rows(images), labels, max_points)
+    imgs = take(images, idx)
     labs = labels[idx] if labels is not None else None
     feats = extract_features(encoder, imgs).numpy()
     coords, ratio = pca(feats, 2)
@@ -245,13 +247,13 @@ def embedding_sections(encoder: nn.Module, images: np.ndarray, labels: np.ndarra
     if len(feats) >= 10:
         maps["t-SNE"] = tsne(feats)
     png = fg.plot_embedding(maps, labs, class_names)
-    colour = "coloured by class" if labs is not None else "one dot per image"
-    caption = (f"Encoder features of {len(feats)} images, {colour}. PCA is a linear projection: distances "
+    colour = "coloured by class" if labs is not None else "one dot per sample"
+    caption = (f"Encoder features of {len(feats)} samples, {colour}. PCA is a linear projection: distances "
                "are meaningful, but only two directions are shown. t-SNE keeps each image's neighbourhood: "
                "tight single-colour clusters mean the classes are separable with few labels; distances "
                "between clusters and cluster sizes carry no meaning.")
     sections = [Section("embedding", "Embedding map", save("embedding_map", png, caption, "embedding map"))]
-    if len(feats) >= 3:
+    if len(feats) >= 3 and gallery:
         k = min(5, len(feats) - 1)
         q = pick_queries(labs, 6, seed=3, total=len(feats))
         nbr, sim = nearest_neighbours(feats, q, k)
@@ -373,7 +375,10 @@ def build_report(
     ``method``: the trained method (its ``encoder`` gives attention and embeddings; a ``reconstruct``
     method gives MAE reconstructions); ``encoder`` may be passed instead or as well. ``images``:
     uint8 (N, C, H, W) samples of the data with optional ``labels`` (N,) and ``class_names``;
-    at most ``max_points`` of them are embedded. ``anomaly``: {"images" (M, C, H, W), "heatmaps"
+    at most ``max_points`` of them are embedded. For a table or series method ``images`` are its
+    inputs (``data.inputs``) and the sections are ``interpret.structured``'s (reconstructions,
+    per-feature errors, anomaly scores over time, forecasts) and the embedding map.
+    ``anomaly``: {"images" (M, C, H, W), "heatmaps"
     (M, h, w), optional "masks" (M, H, W), "scores" (M,), "names" (M,)}.
     """
     run_dir = Path(run_dir)
@@ -387,7 +392,9 @@ def build_report(
         encoder = getattr(method, "encoder", None)
         if encoder is None and hasattr(method, "num_features"):  # a bare encoder passed as the method
             encoder = method
-    if images is not None:
+    spec = getattr(method, "spec", None)
+    structured = spec is not None and spec.modality in ("table", "series")
+    if images is not None and not structured:
         images = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
         if images.dtype != np.uint8:
             images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
@@ -418,7 +425,11 @@ def build_report(
                    "is too high.")
         sections.append(Section("loss", "Loss curve", save("loss_curve", fg.plot_loss_curve(*hist), caption,
                                                             "loss curve")))
-    if images is not None and len(images):
+    if structured:
+        sections += [Section(*parts) for parts in structured_sections(run_dir, method, images, spec, save)]
+        if encoder is not None and images is not None and rows(images):
+            sections += embedding_sections(encoder, images, labels, class_names, save, max_points, gallery=False)
+    elif images is not None and len(images):
         if method is not None and hasattr(method, "reconstruct"):
             sections.append(reconstruction_section(method, images, labels, save))
         if encoder is not None and is_vit(encoder):

@@ -12,6 +12,12 @@ scalar ``loss`` (other scalar entries are logged). Optional hooks the engine cal
 encoder). A method with ``uses_teacher`` gets its frozen teacher from the API (``set_teacher``).
 
 Adding a method = one file + one line in ``METHODS``.
+
+A name can mean one objective on several modalities: ``VARIANTS[name][modality]`` is the class that
+``build_method`` uses for that data (``mae`` is masked modelling of image patches, table columns
+or series patches); the variants share the name's ``Config``. A class that trains on tables or
+series says so in ``modalities``; the others (image and audio methods) are refused such data
+with the names that fit it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ from selfsup.methods.clip import CLIP, SigLIP
 from selfsup.methods.dino import DINO
 from selfsup.methods.distill import Distill
 from selfsup.methods.mae import MAE
+from selfsup.methods.mae_series import SeriesMAE
+from selfsup.methods.mae_table import TableMAE
+from selfsup.methods.scarf import SCARF
 from selfsup.methods.simclr import SimCLR
+from selfsup.methods.ts2vec import TS2Vec
 
 METHODS: dict[str, type[nn.Module]] = {
     "mae": MAE,
@@ -34,13 +44,30 @@ METHODS: dict[str, type[nn.Module]] = {
     "clip": CLIP,
     "siglip": SigLIP,
     "distill": Distill,
+    "scarf": SCARF,
+    "ts2vec": TS2Vec,
+}
+
+VARIANTS: dict[str, dict[str, type[nn.Module]]] = {
+    "mae": {"table": TableMAE, "series": SeriesMAE},
 }
 
 
-def method_class(name: str) -> type[nn.Module]:
+def method_class(name: str, modality: str | None = None) -> type[nn.Module]:
+    """The class of method ``name`` (for data of ``modality``, when the name has variants)."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    return VARIANTS.get(name, {}).get(modality or "", METHODS[name])
+
+
+STRUCTURED = ("table", "series")  # modalities only classes that list them in ``modalities`` train on
+
+
+def methods_for(modality: str) -> list[str]:
+    """The method names that train on ``modality``."""
+    if modality not in STRUCTURED:
+        return sorted(n for n, c in METHODS.items() if not getattr(c, "modalities", None) or modality in c.modalities)
+    return sorted(n for n in METHODS if modality in getattr(method_class(n, modality), "modalities", ()))
 
 
 def method_config(name: str, options: dict | None = None) -> BaseModel:
@@ -50,7 +77,11 @@ def method_config(name: str, options: dict | None = None) -> BaseModel:
 
 def build_method(name: str, options: dict | BaseModel | None, encoder: EncoderConfig, spec: InputSpec) -> nn.Module:
     cfg = options if isinstance(options, BaseModel) else method_config(name, options)
-    return method_class(name)(cfg, encoder, spec)
+    cls = method_class(name, spec.modality)
+    if spec.modality in STRUCTURED and spec.modality not in getattr(cls, "modalities", ()):
+        raise ValueError(f"method {name!r} does not train on {spec.modality} data; "
+                         f"choose from {', '.join(methods_for(spec.modality))}")
+    return cls(cfg, encoder, spec)
 
 
-__all__ = ["METHODS", "build_method", "method_class", "method_config"]
+__all__ = ["METHODS", "STRUCTURED", "VARIANTS", "build_method", "method_class", "method_config", "methods_for"]

@@ -22,11 +22,19 @@ from selfsup.encoders.layers import Block
 from selfsup.encoders.vit import sincos_pos_embed
 
 CROP_SCALE = (0.35, 1.0)  # MAE's random resized crop keeps at least 35% of the area (He et al. 2021, A.1)
+IMAGE_MASK_RATIO = 0.75
 
 
 class MAEConfig(BaseModel):
+    """Options of masked modelling on every modality (``--method mae``; see ``methods/__init__.py``).
+
+    ``mask_ratio`` None means the modality's own: 0.75 for images (He et al.), 0.4 for series
+    (PatchTST), 0.3 for tables (VIME's masking probability). The decoder options apply to images
+    and tables (series use PatchTST's linear head); ``norm_pix_loss`` and ``augment`` to images.
+    """
+
     model_config = ConfigDict(extra="forbid")
-    mask_ratio: float = 0.75
+    mask_ratio: float | None = None
     decoder_width: int = 128
     decoder_depth: int = 4
     decoder_heads: int = 4
@@ -83,6 +91,8 @@ class MAE(nn.Module):
         super().__init__()
         if encoder.name != "vit":
             raise ValueError("mae needs a ViT encoder (encoder.name=vit)")
+        if cfg.mask_ratio is None:
+            cfg = cfg.model_copy(update={"mask_ratio": IMAGE_MASK_RATIO})
         self.cfg, self.spec = cfg, spec
         self.encoder = build_encoder(encoder, spec)
         enc = self.encoder

@@ -7,14 +7,19 @@
   `http(s)://` URL (streamed, split by rank and worker, never loaded whole),
 - an `.npz` file (`file.npz`, `file.npz:train` -> `train_images`/`train_labels`),
 - a built-in name: `digits[:train|:test]` (embedded, no download), `cifar10[:train|:test]`,
-  `mnist[:train|:test]` (downloaded once into ~/.cache/selfsup).
+  `mnist[:train|:test]` (downloaded once into ~/.cache/selfsup),
+- a table (CSV, TSV, Parquet, UCI `.data`, an `.npz` with a 2-D `X`) or time series (UCR/UEA
+  `.tsv`/`.ts`/`.arff`, an `.npz` of (N, C, T), a long CSV with a time column cut into windows),
+  recognised by `structured.data_kind` and read with the options of `structured.open_structured`.
 
 One module per kind of source; a new kind is one new file plus one line in `open_source`:
 
 - `base`: the batch contract (`collate`, skip markers), `SkipCounter`, the `Source` base class;
 - `split`: rank/worker splitting, resume positions, epoch repeat, the shuffle buffer;
 - `folder`, `arrays` (npz and in-memory), `shards` (WebDataset) over the safe `tar` reader;
-- `builtins`: the built-in data sets and their downloads.
+- `builtins`: the built-in data sets and their downloads;
+- `structured` (which files are tables or series), `frame` (files into DataFrames), `table`
+  (column kinds, statistics, vocabularies), `series` (sets of series), `windows` (long series).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from selfsup.data.sources.builtins import BUILTINS, open_builtin
 from selfsup.data.sources.folder import FolderSource, images_under
 from selfsup.data.sources.shards import SHARD_SUFFIXES, ShardSource, ShardStream
 from selfsup.data.sources.split import IndexedSource
+from selfsup.data.sources.structured import data_kind, open_structured
 from selfsup.data.sources.tar import is_url, tar_samples
 
 
@@ -42,14 +48,19 @@ def open_source(
     channels: int | None = None,
     images_key: str | None = None,
     labels_key: str | None = None,
+    **options,
 ) -> Source:
     """Open a `--data` string (see `describe_sources()`); raises SourceError with a one-line reason.
 
     `image_size` / `channels` default to the first sample's (short side capped at 224 for files;
     grey -> 1, else 3); every image is converted and resized (short side, centre crop) to them.
-    `images_key` / `labels_key` pick the arrays of an .npz.
+    `images_key` / `labels_key` pick the arrays of an .npz. Tables and time series are opened by
+    `structured.open_structured` with `options` (`kind`, `target`, `columns`, `drop`, `split`,
+    `window`, `stride`, `schema`...; None values are ignored); image options do not apply to them.
     """
     spec = str(spec).strip()
+    if not is_url(spec) and (structured := open_structured(spec, **options)) is not None:
+        return structured
     opts = {"image_size": image_size, "channels": channels}
     if spec.partition(":")[0] in BUILTINS and not Path(spec).exists():
         return open_builtin(spec, **opts)
@@ -84,6 +95,18 @@ def describe_sources() -> str:
         "                     classes.txt next to the shards names the classes",
         "  npz arrays         xray.npz:train            arrays train_images / train_labels",
         "                     xray.npz                  arrays images / labels (or images_key / labels_key)",
+        "  table              adult/adult.data --target class   CSV, TSV, Parquet, UCI .data (+ .names);",
+        "                     adbench/44_Wilt.npz       an .npz with a 2-D X (and y: ADBench's layout)",
+        "                     numeric and categorical columns, missing values; --target COLUMN (else one",
+        "                     named label/target/class/y), --columns / --drop; statistics from the",
+        "                     training data, saved in the run and applied to test data",
+        "  time series        ECG200_TRAIN.tsv          UCR label-first .tsv; .ts / .arff (UEA, multivariate,",
+        "                     GunPoint_TRAIN.ts         unequal lengths padded); an .npz of X (N, C, T) and y",
+        "  long series        ETTh1.csv --window 336    a CSV with a date/time column (ETT, weather, NAB) or",
+        "                     a .txt of values (UCR anomaly): windows of --window steps every --stride",
+        "                     (default 128, 16); data.split=train|test|all (default train: the rows",
+        "                     before the benchmark border, e.g. ETT's first 12 months)",
+        "  data.split         train|test of a table or series set: ADBench's stratified 70 / 30 split",
         "built-in data sets (NAME or NAME:SPLIT):",
     ]
     for name, (_, splits, default, desc) in BUILTINS.items():
@@ -94,6 +117,6 @@ def describe_sources() -> str:
 
 __all__ = [
     "ArraySource", "BUILTINS", "FolderSource", "IndexedSource", "SHARD_SUFFIXES", "ShardSource", "ShardStream",
-    "SkipCounter", "Source", "SourceError", "collate", "describe_sources", "images_under", "is_url", "open_npz",
-    "open_source", "skip", "tar_samples",
+    "SkipCounter", "Source", "SourceError", "collate", "data_kind", "describe_sources", "images_under", "is_url",
+    "open_npz", "open_source", "open_structured", "skip", "tar_samples",
 ]

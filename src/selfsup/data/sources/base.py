@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from selfsup.data.spec import InputSpec
+from selfsup.data.spec import PAD, InputSpec
 
 Ranks = tuple[int, int]  # (rank, world size) a reader plays; None = this process's, from the environment
 
@@ -32,12 +32,14 @@ def skip(key: str, reason: str) -> dict:
 
 def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
     """Samples -> batch: `label` long (B,), `key` and `skipped` lists, and every other field of the
-    samples, whatever the modality: tensors of one shape stacked (`image` uint8 (B, C, H, W)),
-    tensors whose last dimension varies zero-padded to the longest with `<name>_length` long (B,)
-    (`audio` float32 (B, T), `audio_length`), anything else as a list (`text`, `captions`).
+    samples, whatever the modality: tensors of one shape stacked (`image` uint8 (B, C, H, W),
+    a table's `features` (B, F) and `categories` (B, K)), tensors whose last dimension varies
+    padded to the longest with the modality's pad value (`spec.PAD`: 0, NaN for `series`, which
+    means "not observed") and `<name>_length` long (B,) added (`audio` float32 (B, T) and
+    `audio_length`; `series` (B, C, T) and `series_length`), anything else as a list (`text`).
 
     Skip markers and `None` are dropped and listed in `skipped` as "KEY: REASON". If every sample
-    was skipped the batch has B = 0 (with `spec`, its input keeps its shape: `spec.empty_input()`).
+    was skipped the batch has B = 0 (with `spec`, its inputs keep their shape: `spec.empty_inputs()`).
     """
     good, skipped, position = [], [], None
     for s in samples:
@@ -57,7 +59,7 @@ def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
     if position is not None:
         batch["position"] = position
     if not good:
-        batch[spec.input_key if spec else "image"] = spec.empty_input() if spec else torch.zeros((0, 0, 0, 0))
+        batch.update(spec.empty_inputs() if spec else {"image": torch.zeros((0, 0, 0, 0))})
         return batch
     for name in good[0].keys() - {"label", "key", "__pos__"}:
         values = [s[name] for s in good]
@@ -65,13 +67,19 @@ def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
             batch[name] = values
         elif all(v.shape == values[0].shape for v in values):
             batch[name] = torch.stack(values)
-        else:  # ragged along the last dimension (waveforms, series): zero-pad, keep the lengths
-            lengths = [v.shape[-1] for v in values]
-            padded = values[0].new_zeros((len(values), *values[0].shape[:-1], max(lengths)))
-            for i, v in enumerate(values):
-                padded[i, ..., : lengths[i]] = v
-            batch[name], batch[f"{name}_length"] = padded, torch.tensor(lengths, dtype=torch.long)
+        else:  # ragged along the last dimension (waveforms, series): pad, keep the lengths
+            batch[name], batch[f"{name}_length"] = pad_last(values, PAD.get(name, 0.0))
     return batch
+
+
+def pad_last(values: list[torch.Tensor], pad: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensors (..., T_i) of one dtype -> (B, ..., max T_i) filled with ``pad`` past each one's end, and
+    the lengths long (B,). The one padding rule of batches (``collate``) and arrays (``Source.arrays``)."""
+    lengths = [int(v.shape[-1]) for v in values]
+    padded = values[0].new_full((len(values), *values[0].shape[:-1], max(lengths)), pad)
+    for i, v in enumerate(values):
+        padded[i, ..., : lengths[i]] = v
+    return padded, torch.tensor(lengths, dtype=torch.long)
 
 
 class SkipCounter:
@@ -157,38 +165,56 @@ class Source:
     def arrays(
         self, max_samples: int | None = None, *, batch_size: int = 256, skips: SkipCounter | None = None,
         keys: list[str] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """`max_samples` (default all) inputs (images uint8 (N, C, H, W), or the modality's input of
-        one shape) and labels int64 (N,), for evaluation sets that fit in memory.
+    ) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]:
+        """`max_samples` (default all) inputs and labels int64 (N,), for evaluation sets that fit in memory.
+
+        The inputs are the modality's (`spec.input_keys`): images uint8 (N, C, H, W), series float32
+        (N, C, T) padded to the longest with NaN, or, for a modality with several keys, a dict of
+        arrays (a table's `features` (N, F) and `categories` (N, K)). Inputs of unequal length are
+        refused unless the modality pads with NaN ("not observed"): a zero-padded waveform would
+        read as silence.
 
         Indexed sources give a fixed random subset (seed 0, in index order), since folders are
         sorted by class; streams give their first samples. Read batch by batch; skipped samples
         are left out (and counted into `skips` when given). `keys`, when given, receives the
         samples' keys in the same order.
         """
-        key = self.spec.input_key
+        names = self.spec.input_keys
         ds = self.dataset(ranks=(0, 1))  # every rank evaluates on the whole set
         if not isinstance(ds, IterableDataset) and max_samples is not None and max_samples < len(ds):
             pick = np.random.default_rng(0).choice(len(ds), max_samples, replace=False)
             ds = torch.utils.data.Subset(ds, np.sort(pick).tolist())
-        xs, ys, n = [], [], 0
+        xs: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+        ys, n = [], 0
         for batch in DataLoader(ds, batch_size=batch_size, collate_fn=partial(collate, spec=self.spec)):
             if skips is not None:
                 skips.add(batch)
-            if f"{key}_length" in batch:
-                raise TypeError(f"{self.name}: arrays() needs inputs of one shape; these vary in length")
-            xs.append(batch[key].numpy())
+            for k in names:
+                if f"{k}_length" in batch and not np.isnan(PAD.get(k, 0.0)):
+                    raise TypeError(f"{self.name}: arrays() needs inputs of one shape; these vary in length")
+                xs[k].append(batch[k])
             ys.append(batch["label"].numpy())
             if keys is not None:
                 keys.extend(batch["key"])
             n += len(ys[-1])
             if max_samples is not None and n >= max_samples:
                 break
-        x = np.concatenate(xs) if xs else self.spec.empty_input().numpy()
+        empty = self.spec.empty_inputs()
+        out = {}
+        for k in names:
+            parts = [p for p in xs[k] if len(p)]
+            if not parts:
+                out[k] = empty[k].numpy()
+            elif all(p.shape[1:] == parts[0].shape[1:] for p in parts):
+                out[k] = torch.cat(parts).numpy()[:max_samples]
+            else:  # batches padded to different lengths: pad them all to the longest
+                rows = [r for p in parts for r in p]
+                out[k] = pad_last(rows, PAD.get(k, 0.0))[0].numpy()[:max_samples]
         y = np.concatenate(ys) if ys else np.zeros((0,), np.int64)
         if keys is not None and max_samples is not None:
             del keys[max_samples:]
-        return x[:max_samples], y[:max_samples].astype(np.int64)
+        x = out[names[0]] if len(names) == 1 else out
+        return x, y[:max_samples].astype(np.int64)
 
     def __len__(self) -> int:
         if self.num_samples is None:

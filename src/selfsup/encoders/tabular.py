@@ -1,0 +1,147 @@
+"""FT-Transformer (Gorishniy et al. 2021, "Revisiting Deep Learning Models for Tabular Data").
+
+Every column becomes a token: numeric feature j with value x_j gives ``x_j * W_j + b_j`` (a learned
+vector per feature, scaled by the value, plus a learned bias per feature); categorical column k
+with category c gives ``E_k[c] + b_k`` (an embedding table per column). A CLS token goes in front
+and the tokens run through the same transformer ``Block`` stack as the ViT. A missing numeric
+value (NaN) gets a learned per-feature "missing" token instead of ``x_j * W_j + b_j``; a missing or
+unseen category is category 0, which has its own embedding like any other (an index outside a
+column's vocabulary is read as 0 too).
+
+Parameter names follow the ViT (``cls_token``, ``blocks.{i}...``, ``norm``) so the transformer part
+of a table encoder reads like any other; the tokenizer lives under ``tokenizer``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from selfsup.encoders.vit import Block
+
+
+class FeatureTokenizer(nn.Module):
+    """(B, F) numbers (NaN = missing) + (B, K) category indices -> tokens (B, F + K, D)."""
+
+    def __init__(self, num_features: int, cardinalities: list[int], dim: int):
+        super().__init__()
+        self.num_features, self.cardinalities = num_features, list(cardinalities)
+        F, K = num_features, len(self.cardinalities)
+        self.weight = nn.Parameter(torch.empty(F, dim))
+        self.bias = nn.Parameter(torch.empty(F, dim))
+        self.missing = nn.Parameter(torch.empty(F, dim))
+        self.cat_embed = nn.Embedding(max(sum(self.cardinalities), 1), dim)
+        self.cat_bias = nn.Parameter(torch.empty(K, dim))
+        offsets = torch.tensor([0, *self.cardinalities[:-1]], dtype=torch.long).cumsum(0) if K else torch.zeros(0)
+        self.register_buffer("cat_offsets", offsets.long(), persistent=False)
+        self.register_buffer("cat_sizes", torch.tensor(self.cardinalities, dtype=torch.long), persistent=False)
+        # the paper's "uniform" token initialisation: U(-1/sqrt(d), 1/sqrt(d))
+        bound = 1.0 / math.sqrt(dim)
+        for p in (self.weight, self.bias, self.missing, self.cat_embed.weight, self.cat_bias):
+            nn.init.uniform_(p, -bound, bound)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_features + len(self.cardinalities)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = []
+        if self.num_features:
+            missing = torch.isnan(x_num).unsqueeze(-1)
+            t = torch.nan_to_num(x_num, nan=0.0).unsqueeze(-1) * self.weight + self.bias
+            tokens.append(torch.where(missing, self.missing.to(t.dtype), t))
+        if self.cardinalities:
+            if x_cat is None:
+                raise ValueError(f"this table encoder needs {len(self.cardinalities)} categorical columns")
+            x_cat = x_cat.long()
+            x_cat = torch.where((x_cat < 0) | (x_cat >= self.cat_sizes), 0, x_cat)  # outside the vocabulary: unseen
+            tokens.append(self.cat_embed(x_cat + self.cat_offsets) + self.cat_bias)
+        return torch.cat(tokens, dim=1)
+
+
+class FTTransformer(nn.Module):
+    """Feature tokenizer + CLS + transformer blocks. ``forward`` gives pooled features (B, num_features).
+
+    ``pool``: "token" (CLS, as in the paper), "avg" (mean of the feature tokens) or "token+avg".
+    """
+
+    modality = "table"  # what it reads: ``encoders.to_input`` passes such inputs through
+
+    def __init__(
+        self,
+        num_features: int,
+        cardinalities: list[int] | None = None,
+        embed_dim: int = 192,
+        depth: int = 3,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        pool: str = "token",
+    ):
+        super().__init__()
+        cardinalities = list(cardinalities or [])
+        if num_features + len(cardinalities) == 0:
+            raise ValueError("a table encoder needs at least one numeric or categorical column")
+        self.embed_dim, self.depth, self.num_heads, self.pool = embed_dim, depth, num_heads, pool
+        self.tokenizer = FeatureTokenizer(num_features, cardinalities, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, r) for r in rates)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.num_features = embed_dim * (2 if pool == "token+avg" else 1)
+        nn.init.normal_(self.cls_token, std=0.02)
+        for m in self.blocks.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per row without the CLS token: F + K."""
+        return self.tokenizer.num_tokens
+
+    @staticmethod
+    def _inputs(x, x_cat):
+        if isinstance(x, dict):  # a batch
+            return x["features"], x.get("categories")
+        return x, x_cat
+
+    def embed(self, x_num: torch.Tensor, x_cat: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F), (B, K) -> feature tokens (B, F + K, D), numeric columns first."""
+        return self.tokenizer(x_num, x_cat)
+
+    def forward_tokens(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Feature tokens (B, N, D), optionally only ``keep`` (B, n) of them -> normed (B, 1 + n, D)."""
+        if keep is not None:
+            tokens = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward_features(self, x, x_cat: torch.Tensor | None = None, keep: torch.Tensor | None = None):
+        """(B, F) numbers and (B, K) categories (or a batch dict) -> normed tokens (B, 1 + F + K, D), CLS first."""
+        x_num, x_cat = self._inputs(x, x_cat)
+        return self.forward_tokens(self.embed(x_num, x_cat), keep)
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.pool == "token":
+            return tokens[:, 0]
+        if self.pool == "avg":
+            return tokens[:, 1:].mean(dim=1)
+        if self.pool == "token+avg":
+            return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=-1)
+        raise ValueError(f"unknown pool {self.pool!r}; use token, avg or token+avg")
+
+    def forward(self, x, x_cat: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F) numbers and (B, K) categories, or a batch dict -> pooled features (B, num_features)."""
+        return self.forward_head(self.forward_features(x, x_cat))
+
+    def no_weight_decay(self) -> set[str]:
+        """The paper keeps weight decay off the tokenizer, norms and biases."""
+        return {"cls_token", *(f"tokenizer.{n}" for n, _ in self.tokenizer.named_parameters())}
+
+
+__all__ = ["FTTransformer", "FeatureTokenizer"]
