@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from selfsup.data.sources import SourceError, check_location
 from selfsup.encoders import EncoderConfig
 from selfsup.methods import METHODS, method_config
 from selfsup.train.config import TrainConfig
@@ -31,6 +32,16 @@ class DataConfig(BaseModel):
     images_key: str | None = None
     labels_key: str | None = None
     num_workers: int = 2
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        """A data path is data: local, http(s) or built-in, never a ``pipe:`` or other scheme, also
+        when read back from a run folder someone sent (``data.sources.check_location``)."""
+        try:
+            return check_location(v)
+        except SourceError as e:
+            raise ValueError(str(e)) from None
 
 
 class RunConfig(BaseModel):
@@ -143,7 +154,7 @@ def _explain(err: ValidationError) -> str:
                                                   if near else "")
     msg = e["msg"].removeprefix("Value error, ")
     got = e.get("input")
-    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) and str(got)[:20] not in msg else ""
     return f"bad value for {loc or 'config'!r}: {msg}{shown}"
 
 

@@ -44,7 +44,7 @@ def new_run_dir(method: str, out: str | Path | None) -> Path:
     """A fresh run folder; an existing run is never overwritten."""
     run = Path(out) if out else timestamped(method)
     if (run / CONFIG).exists() and distributed.is_global_zero():  # other ranks follow rank 0's folder
-        raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+        raise ConfigError(f"{run} already holds a run; continue it with --out {run} --resume, or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
     return run
 
@@ -70,15 +70,26 @@ def _read_meta(path: Path) -> dict[str, str]:
 
 
 def load_run_config(run: str | Path) -> RunConfig:
+    """The run's ``config.yaml``, validated like a new config (a hostile ``data.path`` is refused);
+    errors name the file."""
     path = Path(run) / CONFIG
     if not path.is_file():
         raise ConfigError(f"not a run folder (no {CONFIG}): {run}")
-    return load_config(path)
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def load_encoder(run_or_file: str | Path) -> tuple[nn.Module, InputSpec, EncoderConfig]:
-    """The pretrained encoder of a run folder (or an ``encoder.safetensors`` file), in eval mode."""
+    """The pretrained encoder of a run folder (or an ``encoder.safetensors`` file), in eval mode.
+
+    A run folder's ``config.yaml`` is checked first (``load_run_config``), so a folder someone sent
+    with a hostile config is refused by every command that opens it, not only by those that read it.
+    """
     path = Path(run_or_file)
+    if path.is_dir() and (path / CONFIG).is_file():
+        load_run_config(path)
     path = path / ENCODER if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no encoder weights at {path}; did the pretraining finish?")
