@@ -16,6 +16,7 @@ from selfsup.api.common import Log, say
 from selfsup.api.evaluate import evaluate, report
 from selfsup.config import ConfigError, RunConfig, build_config, dump_config, load_config
 from selfsup.data import open_source
+from selfsup.encoders.sizing import encoder_width, on_gpu, resolve_geometry
 from selfsup.evaluate.fewshot import DEFAULT_FINETUNE_SEEDS, DEFAULT_SEEDS
 from selfsup.evaluate.records import PRETRAIN_METRICS, merge_records, record
 from selfsup.methods import build_method
@@ -25,6 +26,22 @@ def _open(cfg: RunConfig):
     d = cfg.data
     return open_source(d.path, image_size=d.image_size, channels=d.channels, images_key=d.images_key,
                        labels_key=d.labels_key)
+
+
+def _resume_target(resume: str | Path | bool, out: str | Path | None) -> Path | None:
+    """The run folder to continue: ``resume`` itself, or ``out`` for ``True`` / "latest" (the folder
+    the same command writes). None: ``out`` holds no run yet, so this command starts it there."""
+    latest = resume is True or str(resume) == "latest"
+    target = out
+    if not latest:
+        if target and Path(target).resolve() != Path(resume).resolve():
+            raise ConfigError(f"--resume {resume} and --out {target} name different folders; give one of them")
+        return Path(resume)
+    if not target:
+        newest = sorted(runs.ROOT.glob(f"*/{runs.CONFIG}"), key=lambda p: p.stat().st_mtime)
+        hint = f" (newest here: {newest[-1].parent})" if newest else ""
+        raise ConfigError(f"--resume without a folder continues --out: add --out RUN, or write --resume RUN{hint}")
+    return Path(target) if (Path(target) / runs.CONFIG).is_file() else None
 
 
 def pretrain(
@@ -37,18 +54,31 @@ def pretrain(
     budget: str | None = None,
     steps: int | None = None,
     epochs: int | None = None,
-    resume: str | Path | None = None,
+    resume: str | Path | bool | None = None,
     progress: bool | None = None,
     log: Log = say,
 ) -> Path:
-    """Pretrain an encoder; returns the run folder. With ``resume``, continue that run."""
+    """Pretrain an encoder; returns the run folder.
+
+    ``resume``: a run folder to continue from its newest good checkpoint, or True / "latest" to
+    continue ``out`` (and start it there if it holds no run yet, so one command both starts and
+    restarts a job). ``data`` and ``method``, when given with a resume, must be the run's.
+    """
     from selfsup.train.checkpoint import newest_good_checkpoint  # Lightning loads only when training
     from selfsup.train.engine import fit
 
     length = {k: v for k, v in {"budget": budget, "steps": steps, "epochs": epochs}.items() if v is not None}
-    if resume is not None:
-        run_dir = Path(resume)
+    run_dir = None
+    if resume is not None and resume is not False:
+        run_dir = _resume_target(resume, out)
+        if run_dir is None:
+            log(f"{out} holds no run yet; starting it there")
+    if run_dir is not None:
         cfg = runs.load_run_config(run_dir)
+        for given, kept, flag in ((data, cfg.data.path, "--data"), (method, cfg.method_name, "--method")):
+            if given is not None and str(given) != kept:
+                raise ConfigError(f"{run_dir} was started with {flag} {kept}, not {given}: drop {flag} to continue "
+                                  "it, or choose another --out for a new run")
         raw = cfg.model_dump(mode="json")
         if length:
             raw["train"].update({"budget": None, "steps": None, "epochs": None, **length})
@@ -70,6 +100,17 @@ def pretrain(
         ckpt = None
     source = _open(cfg)
     spec = source.spec
+    if spec.input_key == "image":  # a size the model can read, sized to the machine (encoders.sizing)
+        chosen = cfg.encoder.model_fields_set
+        geo = resolve_geometry(spec.image_size, spec.channels, image_size=cfg.data.image_size,
+                               patch_size=cfg.encoder.patch_size if "patch_size" in chosen else None,
+                               width=encoder_width(cfg.encoder), vit=cfg.encoder.name == "vit",
+                               gpu=on_gpu(cfg.train.accelerator))
+        source.set_image_size(geo.image_size)
+        if geo.patch_size is not None:
+            cfg.encoder.patch_size = geo.patch_size
+        if cfg.data.image_size is None or "patch_size" not in chosen:
+            log(geo.why)
     cfg.data.image_size, cfg.data.channels = spec.image_size, spec.channels
     if distributed.is_global_zero():
         dump_config(cfg, run_dir / runs.CONFIG)

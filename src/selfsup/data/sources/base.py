@@ -32,7 +32,7 @@ def skip(key: str, reason: str) -> dict:
 
 def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
     """Samples -> batch: `label` long (B,), `key` and `skipped` lists, and every other field of the
-    samples, whatever the modality: tensors of one shape stacked (`image` uint8 (B, C, H, W)),
+    samples, whatever the modality: tensors of one shape stacked (`image` uint8 or uint16 (B, C, H, W)),
     tensors whose last dimension varies zero-padded to the longest with `<name>_length` long (B,)
     (`audio` float32 (B, T), `audio_length`), anything else as a list (`text`, `captions`).
 
@@ -109,6 +109,11 @@ class Source:
     spec: InputSpec
     location: str
     num_samples: int | None = None
+    bits: int = 8  # images come out as uint8, or uint16 (16) when the data holds more than 8 bits
+
+    def set_image_size(self, image_size: int) -> None:
+        """Read every image at ``image_size`` from now on (samples are resized as they are read)."""
+        self.spec.image_size = image_size
 
     def dataset(
         self, *, shuffle: bool = False, seed: int = 0, epoch_repeat: bool = False, ranks: Ranks | None = None
@@ -158,7 +163,7 @@ class Source:
         self, max_samples: int | None = None, *, batch_size: int = 256, skips: SkipCounter | None = None,
         keys: list[str] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`max_samples` (default all) inputs (images uint8 (N, C, H, W), or the modality's input of
+        """`max_samples` (default all) inputs (images uint8 or uint16 (N, C, H, W), or the modality's input of
         one shape) and labels int64 (N,), for evaluation sets that fit in memory.
 
         Indexed sources give a fixed random subset (seed 0, in index order), since folders are
