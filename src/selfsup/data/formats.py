@@ -205,7 +205,8 @@ def read_tiff(data: bytes) -> np.ndarray:
             _, axes, _, photometric, _, alpha = _tiff_layout(tif)
             a = tif.series[0].asarray()
     except Exception as e:  # noqa: BLE001
-        raise FormatError("truncated" if "truncat" in str(e).lower() else "corrupt") from e
+        short = any(w in str(e).lower() for w in ("truncat", "failed to read", "end of file"))
+        raise FormatError("truncated" if short else "corrupt") from e
     keep = [ax for ax in axes if ax in _CHANNEL_AXES or ax in "YX"]
     a = a[tuple(slice(None) if ax in keep else 0 for ax in axes)]
     chan = [i for i, ax in enumerate(keep) if ax in _CHANNEL_AXES]
