@@ -284,13 +284,14 @@ def anomaly_fit(
     run: Annotated[Path | None, typer.Argument(help="run folder whose encoder gives the patch features")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="raw pixel patches instead of a run's encoder (baseline)")] = False,
     out: Annotated[Path | None, typer.Option(help="bank file (default RUN/anomaly/patchcore.safetensors)")] = None,
-    image_size: Annotated[int | None, typer.Option(help="image side (default the run's; 64 with --raw)")] = None,
+    image_size: Annotated[int | None, typer.Option(help="image side (default the run's; with --raw 8x8 patches "
+                                                         "of --patch, at most the data's short side)")] = None,
     coreset: Annotated[float, typer.Option(help="memory bank as a fraction of all training patches")] = 0.1,
     layers: Annotated[list[str] | None, typer.Option(help="encoder blocks, 0-based (default the two at mid-depth)")]
     = None,
     patch: Annotated[int, typer.Option(help="raw pixel patch side (with --raw)")] = 8,
-    normalize: Annotated[str, typer.Option(help="none, or image: per-image brightness/contrast standardisation "
-                                           "(also applied when scoring)")] = "none",
+    normalize: Annotated[str, typer.Option(help="image: per-image brightness/contrast standardisation (also "
+                                           "applied when scoring), or none")] = "image",
     max_samples: Annotated[int | None, typer.Option(help="cap on normal images read")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
 ) -> None:
