@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from selfsup.data.formats import (
+    MAX_PIXELS,
     FormatError,
     is_dicom,
     is_tiff,
@@ -34,7 +35,6 @@ from selfsup.data.spec import to_bits
 # the one list of image files we read
 IMAGE_EXTS = ("jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "dcm", "dicom")
 IMAGE_SUFFIXES = tuple("." + e for e in IMAGE_EXTS)
-MAX_PIXELS = 64 * 2**20  # refuse images above 64M pixels before decoding them (decompression bombs)
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # more than 8 bits: kept as uint16
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_PIXELS = 64 * 2**20  # as decode.MAX_PIXELS: refuse larger images before decoding them
+MAX_PIXELS = 64 * 2**20  # refuse images above 64M pixels before decoding them (decompression bombs)
 MAX_CHANNELS = 64  # more "channels" than this is a volume or a stack, not an image
 
 
