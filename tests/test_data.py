@@ -79,13 +79,16 @@ def test_decode_modes_and_resize():
         fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode == "LA" else "PNG"
         for ch in (1, 3):
             x = decode_image(encode(mode, (20, 16), fmt), ch, 8)
-            assert x.shape == (ch, 8, 8) and x.dtype == torch.uint8, mode
-    # fully transparent white -> black; 16-bit full scale -> 255
+            want = torch.uint16 if mode == "I;16" else torch.uint8  # 16-bit stays 16-bit until to_float
+            assert x.shape == (ch, 8, 8) and x.dtype == want, mode
+            assert decode_image(encode(mode, (20, 16), fmt), ch, 8, bits=8).dtype == torch.uint8
+    # fully transparent white -> black; 16-bit full scale -> 65535, or 255 at 8 bits
     rgba = Image.new("RGBA", (4, 4), (255, 255, 255, 0))
     buf = io.BytesIO()
     rgba.save(buf, "PNG")
     assert decode_image(buf.getvalue(), 3, 4).max() == 0
-    assert decode_image(encode("I;16", (4, 4), value=65535), 1, 4).min() == 255
+    assert decode_image(encode("I;16", (4, 4), value=65535), 1, 4).int().min() == 65535
+    assert decode_image(encode("I;16", (4, 4), value=65535), 1, 4, bits=8).min() == 255
 
 
 def test_decode_failures_have_reasons(monkeypatch):
@@ -289,7 +292,9 @@ def test_npz_forms(tmp_path):
     x, y = train.arrays()
     assert x.shape == (4, 1, 6, 6) and (y == 1).all()
     x = open_source(f"{tmp_path}/split.npz:test").arrays()[0]
-    assert x.shape == (2, 3, 12, 12) and abs(int(x[0, 0, 0, 0]) - round(float(rgb[0, 0, 0, 0]) * 255)) <= 1
+    # floats in [0, 1] keep 16 bits of precision: uint16, x 65535
+    assert x.shape == (2, 3, 12, 12) and x.dtype == np.uint16
+    assert abs(int(x[0, 0, 0, 0]) - round(float(rgb[0, 0, 0, 0]) * 65535)) <= 1
     keyed = open_source(str(tmp_path / "split.npz"), images_key="test_images")
     assert keyed.num_samples == 2 and (keyed.arrays()[1] == -1).all()
     with pytest.raises(SourceError, match="split.npz:SPLIT"):

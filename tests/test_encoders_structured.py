@@ -7,9 +7,9 @@ import torch
 
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, FTTransformer, PatchTST, build_encoder
+from selfsup.encoders.layers import Block
 from selfsup.encoders.series import patchify, revin_stats
 from selfsup.encoders.tabular import FeatureTokenizer
-from selfsup.encoders.vit import Block
 
 NAN = float("nan")
 SMALL = EncoderConfig(size="custom", width=16, depth=2, heads=2)

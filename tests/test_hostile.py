@@ -51,6 +51,8 @@ def png_claiming(width: int, height: int) -> bytes:
 WRONG_MODES = {"cmyk.jpg": encode("CMYK", "JPEG"), "grey16.png": encode("I;16"), "palette.png": encode("P"),
                "alpha.png": encode("RGBA"), "grey_alpha.tif": encode("LA", "TIFF"), "bilevel.png": encode("1")}
 DAMAGED = {"corrupt.jpg": b"GIF89a but not really", "truncated.jpg": encode("RGB", "JPEG", (64, 64))[:200],
+           "corrupt.dcm": b"\0" * 128 + b"DICM" + b"\x02\x00garbage" * 20,
+           "truncated.tif": encode("I;16", "TIFF", (64, 64))[:300],
            "empty.png": b"", "bomb.png": png_claiming(50_000, 50_000), "large.png": png_claiming(10_000, 10_000)}
 
 
@@ -73,7 +75,7 @@ def test_image_folder_decodes_odd_modes_and_counts_damaged_files(tmp_path: Path)
     images, keys, skips = all_batches(open_source(str(tmp_path), image_size=8, channels=3).loader(4))
     assert sorted(keys) == sorted(["ok.png", *WRONG_MODES])  # odd modes are converted, not lost
     assert torch.cat(images).shape == (7, 3, 8, 8)
-    assert skips.by_reason == {"corrupt": 1, "truncated": 1, "empty": 1, "too large": 2}
+    assert skips.by_reason == {"corrupt": 2, "truncated": 2, "empty": 1, "too large": 2}
 
 
 def test_decompression_bomb_is_refused_before_decoding():
@@ -85,7 +87,7 @@ def test_decompression_bomb_is_refused_before_decoding():
 def test_folder_of_only_damaged_files_is_refused_when_opened(tmp_path: Path):
     for name, data in DAMAGED.items():
         (tmp_path / name).write_bytes(data)
-    with pytest.raises(SourceError, match="none of the first 5 images decodes") as err:
+    with pytest.raises(SourceError, match="none of the first 7 images decodes") as err:
         open_source(str(tmp_path))
     assert "\n" not in str(err.value)
 
@@ -237,19 +239,82 @@ def test_malicious_pickle_checkpoint_is_refused_and_never_runs(tmp_path: Path):
 # --- the run folder is the only place written ----------------------------------------------------
 
 
-def test_pretrain_on_hostile_data_writes_only_inside_the_run_folder(tmp_path: Path, monkeypatch):
-    data, cwd = tmp_path / "data", tmp_path / "cwd"
-    data.mkdir()
-    cwd.mkdir()
+AUDIT = r"""
+import json, os, sys
+writes = []
+WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+CHANGES = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.symlink", "os.link", "os.truncate", "os.chmod",
+           "os.utime", "shutil.copyfile", "shutil.copytree", "shutil.move", "shutil.rmtree", "tempfile.mkstemp",
+           "tempfile.mkdtemp", "sqlite3.connect"}
+
+def path_of(a):
+    return os.path.abspath(os.fsdecode(a)) if isinstance(a, (str, bytes, os.PathLike)) else None
+
+def hook(event, args):
+    if event == "open":
+        path, mode, flags = args
+        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (flags or 0) & WRITE:
+            writes.append(path_of(path))
+    elif event in CHANGES:
+        writes.extend(path_of(a) for a in args[:2])
+
+sys.addaudithook(hook)
+from selfsup import api
+data, out, log = sys.argv[1:4]
+api.pretrain(data, "mae", overrides=sys.argv[4:], out=out, steps=3, log=lambda m: None)
+found = json.dumps(sorted({w for w in writes if w}))
+with open(log, "w") as f:
+    f.write(found)
+"""
+
+
+def tree(root: Path) -> dict[Path, int]:
+    """Every path below ``root`` with its modification time (0 for folders: their entries are listed)."""
+    return {p: 0 if p.is_dir() else p.stat().st_mtime_ns for p in root.rglob("*")} if root.exists() else {}
+
+
+def third_party(path: Path, home: Path, tmp: Path) -> bool:
+    """Writes that are no part of selfsup and do not depend on the data, made at import by libraries
+    under it: matplotlib's config and font cache (Lightning imports torchmetrics, which imports
+    matplotlib), torch's inductor cache folder (torch._dynamo at import), and the probe file
+    ``tempfile`` writes and deletes at once to find a writable temporary folder."""
+    mpl = (home / ".config", home / ".config" / "matplotlib", home / ".cache" / "matplotlib")
+    if path in mpl or mpl[2] in path.parents:
+        return True
+    if path.name.startswith("torchinductor_") and path.parent in (tmp, Path("/tmp")):
+        return True
+    return path.parent in (tmp, Path("/tmp")) and len(path.name) == 8 and not path.exists()
+
+
+def test_pretrain_on_hostile_data_writes_only_inside_the_run_folder(tmp_path: Path):
+    """Run in a process with a fresh $HOME and $TMPDIR inside the watched tree and a Python audit
+    hook that records every file opened for writing, created, renamed or removed anywhere (the
+    real /tmp and ~/.cache included): only the run folder changes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    data, cwd, home, tmp = tmp_path / "data", tmp_path / "cwd", tmp_path / "home", tmp_path / "tmp"
+    for d in (data, cwd, home / ".cache", tmp):
+        d.mkdir(parents=True)
     for i in range(6):
         (data / f"ok{i}.png").write_bytes(encode("RGB"))
     for name, value in {**WRONG_MODES, **DAMAGED}.items():
         (data / name).write_bytes(value)
-    monkeypatch.chdir(cwd)
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
-    run = api.pretrain(str(data), "mae", overrides=TINY, out=tmp_path / "run", steps=3, log=lambda m: None)
-    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if run not in p.parents and p != run}
-    assert after == before
+    run, log = tmp_path / "run", tmp_path / "writes.json"
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(tmp), "PYTHONWARNINGS": "ignore"}
+    env.pop("XDG_CACHE_HOME", None)
+    before = tree(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", AUDIT, str(data), str(run), str(log), *TINY], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    writes = [Path(w) for w in json.loads(log.read_text())]
+    outside = [w for w in writes if w != run and run not in w.parents and not third_party(w, home, tmp)]
+    assert writes and not outside, outside  # not /tmp, not ~/.cache, not the data or working folder
+    after = {p: t for p, t in tree(tmp_path).items()
+             if p != run and run not in p.parents and p != log and not third_party(p, home, tmp)}
+    assert after == before  # $HOME/.cache and $TMPDIR (fresh, inside tmp_path) too: nothing new, nothing touched
     assert (run / "encoder.safetensors").is_file()
 
 

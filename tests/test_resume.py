@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from selfsup import api
@@ -107,12 +109,15 @@ def test_engine_keeps_previous_and_resume_uses_it(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path: Path):
+@pytest.mark.parametrize("kind", ["builtin", "folder", "npz"])
+def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path: Path, kind: str):
     """`selfsup pretrain --steps N` (checkpoint every step) is SIGKILLed at a random step after its
-    first checkpoint, continued with `--resume RUN`, and ends with exactly the weights of a run
-    never stopped: same batches, same masks and augmentations, same optimizer state."""
+    first checkpoint, continued with the same command plus `--resume` (no value: the --out
+    folder), and ends with exactly the weights of a run never stopped: same batches, same masks
+    and augmentations, same optimizer state. Over a built-in, an image folder and an npz."""
+    data = "digits:train" if kind == "builtin" else resume_data(tmp_path, kind)
     steps, run = 40, tmp_path / "killed"
-    cmd = [str(Path(sys.executable).with_name("selfsup")), "pretrain", "--method", "mae", "--data", "digits:train",
+    cmd = [str(Path(sys.executable).with_name("selfsup")), "pretrain", "--method", "mae", "--data", data,
            "--steps", str(steps), "--out", str(run), *TINY]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     delay = random.uniform(0.0, 0.4)
@@ -128,10 +133,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path: Path
     killed_at = int(safe_torch_load(newest_good_checkpoint(run / "checkpoints"))["global_step"])
     assert 1 <= killed_at < steps and not (run / "method.safetensors").exists(), (killed_at, delay)
 
-    from selfsup.cli import app
-
-    app(["pretrain", "--resume", str(run)], standalone_mode=False)
-    reference = api.pretrain("digits:train", "mae", overrides=TINY, out=tmp_path / "reference", steps=steps, log=quiet)
+    again = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env(), capture_output=True, text=True)
+    assert again.returncode == 0 and "resuming from" in again.stdout, again.stderr[-2000:]
+    reference = api.pretrain(data, "mae", overrides=TINY, out=tmp_path / "reference", steps=steps, log=quiet)
     resumed, straight = load_file(run / "method.safetensors"), load_file(reference / "method.safetensors")
     assert set(resumed) == set(straight)
     for k in straight:
@@ -149,17 +153,30 @@ def stream_keys(loader, n: int) -> tuple[list[list[str]], dict[int, tuple[int, i
     return batches, positions
 
 
-@pytest.mark.parametrize("kind", ["shards", "indexed"])
-def test_stream_resumes_mid_epoch_at_the_next_unseen_sample(tmp_path: Path, kind: str):
-    """Read 7 batches, restart a fresh loader from the positions they carried: the next 10 batches
-    (crossing into the next epoch) are those of a loader never stopped, shuffle buffer included."""
+def resume_data(tmp_path: Path, kind: str) -> str:
+    """A --data spec of each kind a run can resume over: shards, a built-in, an image folder, an npz."""
     if kind == "shards":
         from test_distributed import write_shards
 
-        spec = str(write_shards(tmp_path, 4, 10))
-    else:
-        spec = "digits:test"
-    source = open_source(spec)
+        return str(write_shards(tmp_path, 4, 10))
+    if kind == "builtin":
+        return "digits:test"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    if kind == "npz":
+        np.savez(tmp_path / "d.npz", images=images, labels=np.arange(40) % 3)
+        return str(tmp_path / "d.npz")
+    for i, img in enumerate(images):  # a folder: class subfolders, files in sorted order
+        (tmp_path / "folder" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "folder" / f"c{i % 3}" / f"{i:02d}.png")
+    return str(tmp_path / "folder")
+
+
+@pytest.mark.parametrize("kind", ["shards", "builtin", "folder", "npz"])
+def test_stream_resumes_mid_epoch_at_the_next_unseen_sample(tmp_path: Path, kind: str):
+    """Read 7 batches, restart a fresh loader from the positions they carried: the next 10 batches
+    (crossing into the next epoch) are those of a loader never stopped, shuffle buffer included."""
+    source = open_source(resume_data(tmp_path, kind))
 
     def loader():
         return source.loader(3, shuffle=True, seed=5, num_workers=2, drop_last=True, infinite=True)

@@ -11,7 +11,9 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Self-supervised pretraining and few-label evaluation, from raw data to a verdict.")
+                  help="Self-supervised pretraining and few-label evaluation, from raw data to a verdict.\n\n"
+                  "Example: selfsup pretrain --method mae --data photos/ --budget 10m --out runs/mae; "
+                  "selfsup evaluate runs/mae --data labelled/ --shots 1,5,10")
 
 
 MODEL_REF = ("a run folder or a public model: hf:ORG/NAME, timm:NAME.TAG, open_clip:ARCH/TAG, torchvision:FILE "
@@ -57,7 +59,9 @@ def pretrain(
     budget: Annotated[str | None, typer.Option(help="wall-clock budget, e.g. 10m; sizes the schedule")] = None,
     steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
     epochs: Annotated[int | None, typer.Option(help="passes over the data")] = None,
-    resume: Annotated[Path | None, typer.Option(help="continue this run folder from its last checkpoint")] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="continue a run from its newest good checkpoint: --resume RUN, or --resume alone (= latest) to "
+        "continue --out (started there if it holds no run yet)")] = None,
     init: Annotated[str | None, typer.Option(
         help="continue pretraining from these weights: " + MODEL_REF + "; the encoder (architecture, patch size, "
         "mean/std) comes from it, MAE takes its decoder and CLIP/SigLIP both towers and the tokenizer when it has "
@@ -79,6 +83,10 @@ def pretrain(
     stride: Annotated[int | None, typer.Option(help="long series: steps between windows (default 16)")] = None,
 ) -> None:
     """Pretrain an encoder with a self-supervised objective; writes a run folder.
+
+    Example: selfsup pretrain --method mae --data photos/ --budget 10m --out runs/mae
+
+    Continue it after a stop: the same command with --resume added (or: selfsup pretrain --resume runs/mae).
 
     Continue a public model on your data: selfsup pretrain --method dino --init hf:facebook/dinov2-small
     --data xrays/ --monitor labelled_val/ --budget 30m
@@ -159,7 +167,10 @@ def adapt(
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
-    """Train a classifier from the run's encoder on few labels; saves it to a model folder."""
+    """Train a classifier from the run's encoder on few labels; saves it to a model folder.
+
+    Example: selfsup adapt runs/mae --data train/ --shots 5 --method lora --out models/lora5 --test-data test/
+    """
     from dataclasses import replace
 
     from selfsup import api
@@ -185,7 +196,10 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="samples per forward pass")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
 ) -> None:
-    """Classify every readable sample of --data with a saved classifier; writes a CSV."""
+    """Classify every readable sample of --data with a saved classifier; writes a CSV.
+
+    Example: selfsup predict models/lora5 --data new_images/ --out preds.csv
+    """
     from selfsup import api
 
     summary = api.predict(model, data, out, max_samples=max_samples, batch_size=batch_size, log=_log_for(as_json))
@@ -199,7 +213,10 @@ def demo(
     budget: Annotated[str, typer.Option(help="pretraining budget")] = "2m",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
-    """The whole story on the built-in digits set: MAE pretraining, few-label evaluation, report."""
+    """The whole story on the built-in digits set: MAE pretraining, few-label evaluation, report.
+
+    Example: selfsup demo --out runs/demo --budget 3m
+    """
     from selfsup import api
 
     records = api.demo(out=out, budget=budget, log=_log_for(as_json))
@@ -215,7 +232,10 @@ def zero_shot(
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
-    """Zero-shot classification from class names with prompt templates."""
+    """Zero-shot classification from class names with prompt templates.
+
+    Example: selfsup zero-shot runs/clip-fsdd --data 'fsdd/test-*.tar.gz' --classes zero,one,two,three
+    """
     from selfsup import api
 
     recs = api.zero_shot(run, data, _csv(classes), templates=template, max_samples=max_samples,
@@ -230,7 +250,10 @@ def retrieve(
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
-    """Cross-modal retrieval: recall@1/5/10 both directions."""
+    """Cross-modal retrieval: recall@1/5/10 both directions.
+
+    Example: selfsup retrieve runs/clip --data flickr8k/test-000000.tar.gz
+    """
     from selfsup import api
 
     _emit(api.retrieve(run, data, max_samples=max_samples, log=_log_for(as_json)), as_json)
@@ -241,7 +264,10 @@ def report(
     run: Annotated[Path, typer.Argument(help="run folder")],
     data: Annotated[str | None, typer.Option(help="images for the figures (default: the run's data)")] = None,
 ) -> None:
-    """Write RUN/report.html: results, curves, reconstructions, attention and embedding maps."""
+    """Write RUN/report.html: results, curves, reconstructions, attention and embedding maps.
+
+    Example: selfsup report runs/mae --data test/
+    """
     from selfsup import api
 
     api.report(run, data=data)
@@ -254,7 +280,10 @@ def embed(
     out: Annotated[Path, typer.Option(help="output file: .npz or .safetensors")],
     max_samples: Annotated[int | None, typer.Option(help="stop after this many samples")] = None,
 ) -> None:
-    """Encode every sample of --data with the encoder (a run's or a public model's) and save the features."""
+    """Encode every sample of --data with the encoder (a run's or a public model's) and save the features.
+
+    Example: selfsup embed runs/mae --data images/ --out features.npz   (or: selfsup embed hf:facebook/dinov2-small ...)
+    """
     from selfsup import api
 
     api.embed(run, data, out, max_samples=max_samples)
@@ -267,7 +296,11 @@ def export(
     out: Annotated[Path | None, typer.Option(help="output file or folder (default RUN/export/...; for a public "
                                             "model runs/<model>-<time>/export/...)")] = None,
 ) -> None:
-    """Export the encoder: safetensors (timm names), ONNX, a Hugging Face ViTModel folder, or timm."""
+    """Export the encoder: safetensors (timm names), ONNX, a Hugging Face ViTModel folder, or timm.
+
+    Example: selfsup export runs/mae --format timm   (then in Python:
+    timm.create_model("local-dir:runs/mae/export/timm", pretrained=True))
+    """
     from selfsup import api
 
     api.export(run, format, out)
@@ -275,14 +308,19 @@ def export(
 
 @app.command()
 def datasets() -> None:
-    """What --data accepts, and the built-in data sets."""
+    """What --data accepts, and the built-in data sets.
+
+    Example: selfsup datasets
+    """
     from selfsup.data import describe_sources
 
     print(describe_sources())
 
 
 anomaly_app = typer.Typer(no_args_is_help=True, help="Anomaly detection: PatchCore memory banks, image "
-                          "scores and pixel heatmaps; per-row / per-window scores for tables and series.")
+                          "scores and pixel heatmaps; per-row / per-window scores for tables and series.\n\n"
+                          "Example: selfsup anomaly fit runs/mae --data mvtec/tile; "
+                          "selfsup anomaly score runs/mae/anomaly --data mvtec/tile")
 app.add_typer(anomaly_app, name="anomaly")
 
 
@@ -294,23 +332,27 @@ def anomaly_fit(
     = None,
     raw: Annotated[bool, typer.Option("--raw", help="raw pixel patches instead of a run's encoder (baseline)")] = False,
     out: Annotated[Path | None, typer.Option(help="bank file (default RUN/anomaly/patchcore.safetensors)")] = None,
-    image_size: Annotated[int | None, typer.Option(help="image side (default the run's or the model's; 64 with "
-                                                   "--raw)")] = None,
+    image_size: Annotated[int | None, typer.Option(help="image side (default the run's or the model's; with --raw "
+                                                   "8x8 patches of --patch, at most the data's short side)")] = None,
     coreset: Annotated[float, typer.Option(help="memory bank as a fraction of all training patches")] = 0.1,
     layers: Annotated[list[str] | None, typer.Option(help="encoder blocks, 0-based (default the two at mid-depth)")]
     = None,
     patch: Annotated[int, typer.Option(help="raw pixel patch side (with --raw)")] = 8,
-    normalize: Annotated[str, typer.Option(help="none, or image: per-image brightness/contrast standardisation "
-                                           "(also applied when scoring)")] = "none",
+    normalize: Annotated[str, typer.Option(help="image: per-image brightness/contrast standardisation (also "
+                                           "applied when scoring), or none")] = "image",
     max_samples: Annotated[int | None, typer.Option(help="cap on normal images read")] = None,
     split: Annotated[str | None, typer.Option(help="tables and series: the part to fit on (default train: "
                                                "ADBench's stratified 70 %; a long series' training part)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
 ) -> None:
     """Build a PatchCore memory bank (greedy coreset of patch features) from normal images; with a table or
-    series run, keep its training rows (or windows) for the detectors."""
+    series run, keep its training rows (or windows) for the detectors.
+
+    Example: selfsup anomaly fit runs/mae --data mvtec/tile   (MVTec layout: uses train/good)
+    """
     if (run is None) == (not raw):
-        raise ValueError("give a RUN folder or --raw (raw pixel patches), not both or neither")
+        raise ValueError("give a RUN folder (selfsup anomaly fit runs/mae --data D) or --raw for raw pixel patches, "
+                         "not both or neither")
     from selfsup import api
 
     bank = api.anomaly_fit(None if raw else run, data, out=out, image_size=image_size, coreset=coreset,
@@ -332,7 +374,10 @@ def anomaly_score(
 ) -> None:
     """Image scores and pixel heatmaps; image and pixel AUROC per defect type when masks exist. Tables and
     series: every detector's scores (SSL embedding kNN and reconstruction error, IsolationForest, raw kNN),
-    AUROC and AUPRC when the data has anomaly labels."""
+    AUROC and AUPRC when the data has anomaly labels.
+
+    Example: selfsup anomaly score runs/mae/anomaly --data mvtec/tile --json
+    """
     from selfsup import api
 
     _emit(api.anomaly_score(model, data, out_dir=out, report=report, data_options=_data_options(split=split),
@@ -361,6 +406,18 @@ def forecast(
     _emit(records, as_json)
 
 
+def resume_alone(argv: list[str]) -> list[str]:
+    """``--resume`` given without a value (last, or before another option or a ``key=value``
+    override) becomes ``--resume latest``: continue the ``--out`` folder, as open_clip users write."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        nxt = out[i + 1] if i + 1 < len(out) else None
+        if arg == "--resume" and (nxt is None or nxt.startswith("-") or ("=" in nxt and not Path(nxt).is_dir())):
+            out.insert(i + 1, "latest")
+            break
+    return out
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     from selfsup.config import ConfigError
@@ -369,7 +426,7 @@ def main() -> None:
     keep_freed_memory()  # this process's own setting: about 2 % faster CPU training steps (train/heap.py)
 
     try:
-        app()
+        app(args=resume_alone(sys.argv[1:]), prog_name="selfsup")
     except (ConfigError, ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         if os.environ.get("SELFSUP_DEBUG") or (
             isinstance(e, RuntimeError) and type(e).__name__ != "NonFiniteLossError"

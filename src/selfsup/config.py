@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from selfsup.data.sources import SourceError, check_location
 from selfsup.encoders import EncoderConfig
 from selfsup.methods import METHODS, method_config
 from selfsup.train.config import TrainConfig
@@ -52,6 +53,16 @@ class DataConfig(BaseModel):
         """The table / series options given, as ``open_source`` keyword arguments."""
         names = ("kind", "target", "columns", "drop", "split", "bad", "window", "stride")
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        """A data path is data: local, http(s) or built-in, never a ``pipe:`` or other scheme, also
+        when read back from a run folder someone sent (``data.sources.check_location``)."""
+        try:
+            return check_location(v)
+        except SourceError as e:
+            raise ValueError(str(e)) from None
 
 
 class RunConfig(BaseModel):
@@ -165,7 +176,7 @@ def _explain(err: ValidationError) -> str:
                                                   if near else "")
     msg = e["msg"].removeprefix("Value error, ")
     got = e.get("input")
-    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) and str(got)[:20] not in msg else ""
     return f"bad value for {loc or 'config'!r}: {msg}{shown}"
 
 

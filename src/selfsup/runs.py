@@ -53,7 +53,7 @@ def new_run_dir(method: str, out: str | Path | None) -> Path:
     """A fresh run folder; an existing run is never overwritten."""
     run = Path(out) if out else timestamped(method)
     if (run / CONFIG).exists() and distributed.is_global_zero():  # other ranks follow rank 0's folder
-        raise ConfigError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+        raise ConfigError(f"{run} already holds a run; continue it with --out {run} --resume, or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
     return run
 
@@ -97,10 +97,15 @@ def _read_meta(path: Path) -> dict[str, str]:
 
 
 def load_run_config(run: str | Path) -> RunConfig:
+    """The run's ``config.yaml``, validated like a new config (a hostile ``data.path`` is refused);
+    errors name the file."""
     path = Path(run) / CONFIG
     if not path.is_file():
         raise ConfigError(f"not a run folder (no {CONFIG}): {run}")
-    return load_config(path)
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------- runs or references
@@ -166,6 +171,8 @@ def load_encoder(source: str | Path, **options) -> tuple[nn.Module, InputSpec, E
     file, or a public model reference (``encoders.hub.load_pretrained``: ``hf:ORG/NAME``,
     ``timm:NAME.TAG``, ``open_clip:ARCH/TAG``, ``torchvision:FILE``, a local folder or file of those;
     ``options`` go to the loader)."""
+    if Path(source).is_dir() and (Path(source) / CONFIG).is_file():
+        load_run_config(source)  # a hostile config.yaml is refused by every command that opens the run
     path = _encoder_file(source)
     if path is None:
         from selfsup.encoders.hub import load_pretrained

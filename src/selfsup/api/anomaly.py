@@ -18,11 +18,15 @@ from selfsup import runs
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
 from selfsup.data.mvtec import is_mvtec, load_mvtec, read_folder_square
+from selfsup.encoders.sizing import check_size, resolve_geometry
 from selfsup.evaluate.anomaly import standardize_images
 from selfsup.evaluate.records import merge_records
 
 ANOMALY_BANK = "patchcore.safetensors"
 ANOMALY_NORMALIZE = ("none", "image")
+# "image" (per-image standardisation) by default: chosen on a validation set built from normal
+# images only (benchmarks/choose_anomaly_defaults.py), where it helped every feature extractor
+DEFAULT_NORMALIZE = "image"
 
 
 def _normal_images(data: str, image_size: int, channels: int | None, max_samples: int | None,
@@ -36,6 +40,22 @@ def _normal_images(data: str, image_size: int, channels: int | None, max_samples
     return torch.from_numpy(x)
 
 
+def _native_side(data: str) -> int:
+    """The short side of the first readable image of ``data`` (MVTec root, folder or source)."""
+    from selfsup.data.decode import DecodeError, image_info
+    from selfsup.data.sources.folder import images_under
+
+    root = Path(data) / "train" / "good" if is_mvtec(data) else Path(data)
+    if root.is_dir():
+        for path in images_under(root)[:16]:
+            try:
+                _, w, h, _ = image_info(path.read_bytes())
+                return min(w, h)
+            except (OSError, DecodeError):
+                continue
+    return open_source(data).spec.image_size
+
+
 def anomaly_fit(
     run: str | Path | None,
     data: str,
@@ -46,7 +66,7 @@ def anomaly_fit(
     layers: Sequence[int] | None = None,
     pixel_patch: int = 8,
     reweight: int = 0,
-    normalize: str = "none",
+    normalize: str = DEFAULT_NORMALIZE,
     max_samples: int | None = None,
     seed: int = 0,
     data_options: dict | None = None,
@@ -58,12 +78,13 @@ def anomaly_fit(
     mid-depth, 3x3-averaged), or raw ``pixel_patch`` x ``pixel_patch`` pixel patches when ``run``
     is None. ``data``: an MVTec-AD root (its ``train/good`` is used), an image folder (every image
     resized as a whole to a square) or any ``--data`` source. ``coreset`` is the fraction of all
-    training patches kept. ``normalize`` "image" applies ``standardize_images`` to every image
-    first (also when scoring). Writes the bank (default ``RUN/anomaly/patchcore.safetensors``, or
-    ``runs/anomaly-raw-<time>/`` for raw pixels) and ``patchcore.json`` beside it, which names the
-    run and image size so ``anomaly_score`` can rebuild the detector. A table or series run keeps a
-    bank of its training rows instead (``api.outliers.outlier_fit``; ``data_options`` such as
-    ``{"split": "train"}``, the default).
+    training patches kept. ``normalize`` "image" (the default) applies ``standardize_images`` to
+    every image first (also when scoring): exposure differences between shots otherwise dominate
+    patch distances; "none" feeds the images as they are. Writes the bank (default
+    ``RUN/anomaly/patchcore.safetensors``, or ``runs/anomaly-raw-<time>/`` for raw pixels) and
+    ``patchcore.json`` beside it, which names the run and image size so ``anomaly_score`` can
+    rebuild the detector A table or series run keeps a bank of its training rows instead
+    (``api.outliers.outlier_fit``; ``data_options`` such as ``{"split": "train"}``, the default).
     """
     from selfsup.api.outliers import is_structured, outlier_fit
     from selfsup.evaluate.anomaly import PatchCore
@@ -77,7 +98,15 @@ def anomaly_fit(
     if run is not None:
         encoder, spec, _ = runs.load_encoder(run)
         channels, image_size = spec.channels, image_size or spec.image_size
-    image_size = image_size or 64
+        if hasattr(encoder, "patch_size"):
+            check_size(image_size, encoder.patch_size, "--image-size")
+    elif image_size is None:  # raw pixels: the geometry rule of a run, with the pixel patch as its patch
+        native = _native_side(data)
+        geo = resolve_geometry(native, 1, patch_size=pixel_patch, gpu=False)
+        image_size = geo.image_size
+        log(geo.why.replace("data.image_size", "--image-size"))
+    else:
+        check_size(image_size, pixel_patch, "--image-size")
     if out is None and run is None:
         out = runs.timestamped("anomaly-raw") / ANOMALY_BANK
     elif out is None:

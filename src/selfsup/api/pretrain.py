@@ -17,6 +17,7 @@ from selfsup.api.evaluate import evaluate, report
 from selfsup.config import ConfigError, DataConfig, RunConfig, build_config, dump_config, load_config
 from selfsup.data import open_source
 from selfsup.encoders import EncoderConfig
+from selfsup.encoders.sizing import encoder_width, on_gpu, resolve_geometry
 from selfsup.evaluate.fewshot import DEFAULT_FINETUNE_SEEDS, DEFAULT_SEEDS
 from selfsup.evaluate.records import PRETRAIN_METRICS, merge_records, record
 from selfsup.methods import build_method, method_class
@@ -99,6 +100,22 @@ def _monitor_records(task: str, monitor, method: str) -> list[dict]:
             record(task, "monitor", "ssl", "knn_top1_final", [hist[-1][1]], step=hist[-1][0], **extra)]
 
 
+def _resume_target(resume: str | Path | bool, out: str | Path | None) -> Path | None:
+    """The run folder to continue: ``resume`` itself, or ``out`` for ``True`` / "latest" (the folder
+    the same command writes). None: ``out`` holds no run yet, so this command starts it there."""
+    latest = resume is True or str(resume) == "latest"
+    target = out
+    if not latest:
+        if target and Path(target).resolve() != Path(resume).resolve():
+            raise ConfigError(f"--resume {resume} and --out {target} name different folders; give one of them")
+        return Path(resume)
+    if not target:
+        newest = sorted(runs.ROOT.glob(f"*/{runs.CONFIG}"), key=lambda p: p.stat().st_mtime)
+        hint = f" (newest here: {newest[-1].parent})" if newest else ""
+        raise ConfigError(f"--resume without a folder continues --out: add --out RUN, or write --resume RUN{hint}")
+    return Path(target) if (Path(target) / runs.CONFIG).is_file() else None
+
+
 def pretrain(
     data: str | None = None,
     method: str | None = None,
@@ -109,7 +126,7 @@ def pretrain(
     budget: str | None = None,
     steps: int | None = None,
     epochs: int | None = None,
-    resume: str | Path | None = None,
+    resume: str | Path | bool | None = None,
     init: str | None = None,
     teacher: str | None = None,
     monitor: str | None = None,
@@ -117,7 +134,11 @@ def pretrain(
     data_options: dict | None = None,
     log: Log = say,
 ) -> Path:
-    """Pretrain an encoder; returns the run folder. With ``resume``, continue that run.
+    """Pretrain an encoder; returns the run folder.
+
+    ``resume``: a run folder to continue from its newest good checkpoint, or True / "latest" to
+    continue ``out`` (and start it there if it holds no run yet, so one command both starts and
+    restarts a job). ``data`` and ``method``, when given with a resume, must be the run's.
 
     ``init``: start from a public model (a reference, ``encoders.hub``) or another run's encoder
     instead of random weights (``methods.warmstart``: the encoder's config is the reference's, MAE
@@ -134,11 +155,19 @@ def pretrain(
 
     length = {k: v for k, v in {"budget": budget, "steps": steps, "epochs": epochs}.items() if v is not None}
     ws = None
-    if resume is not None:
+    run_dir = None
+    if resume is not None and resume is not False:
+        run_dir = _resume_target(resume, out)
+        if run_dir is None:
+            log(f"{out} holds no run yet; starting it there")
+    if run_dir is not None:
         if init is not None or teacher is not None:
             raise ConfigError("--init and --teacher start a run; a resumed run keeps its own (see its config.yaml)")
-        run_dir = Path(resume)
         cfg = runs.load_run_config(run_dir)
+        for given, kept, flag in ((data, cfg.data.path, "--data"), (method, cfg.method_name, "--method")):
+            if given is not None and str(given) != kept:
+                raise ConfigError(f"{run_dir} was started with {flag} {kept}, not {given}: drop {flag} to continue "
+                                  "it, or choose another --out for a new run")
         raw = cfg.model_dump(mode="json")
         if length:
             raw["train"].update({"budget": None, "steps": None, "epochs": None, **length})
@@ -182,6 +211,17 @@ def pretrain(
                            if cfg.method.get(k) is None})
     source = _open(cfg)
     spec = source.spec
+    if spec.input_key == "image":  # a size the model can read, sized to the machine (encoders.sizing)
+        chosen = cfg.encoder.model_fields_set
+        geo = resolve_geometry(spec.image_size, spec.channels, image_size=cfg.data.image_size,
+                               patch_size=cfg.encoder.patch_size if "patch_size" in chosen else None,
+                               width=encoder_width(cfg.encoder), vit=cfg.encoder.name == "vit",
+                               gpu=on_gpu(cfg.train.accelerator))
+        source.set_image_size(geo.image_size)
+        if geo.patch_size is not None:
+            cfg.encoder.patch_size = geo.patch_size
+        if cfg.data.image_size is None or "patch_size" not in chosen:
+            log(geo.why)
     for k, v in spec.reader_options().items():  # images: the size and channels a resumed run reads again
         if k in DataConfig.model_fields:
             setattr(cfg.data, k, v)

@@ -32,9 +32,12 @@ def _coin(n: int, p: float, device) -> torch.Tensor:
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> luma (B, 1, H, W); grey input passes through."""
+    """(B, C, H, W) -> luma (B, 1, H, W); grey input passes through; other than 3 channels
+    (multispectral): their mean."""
     if images.shape[1] == 1:
         return images
+    if images.shape[1] != 3:
+        return images.mean(dim=1, keepdim=True)
     w = torch.tensor(_LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
     return (images * w).sum(dim=1, keepdim=True)
 

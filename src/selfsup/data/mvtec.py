@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from selfsup.data.decode import IMAGE_SUFFIXES, DecodeError, decode_image, image_channels, open_image
+from selfsup.data.decode import IMAGE_SUFFIXES, DecodeError, decode_image, image_info
 from selfsup.data.sources.folder import images_under
-from selfsup.data.spec import InputSpec
+from selfsup.data.spec import InputSpec, bits_of
 
 
 @dataclass
 class MVTecSet:
     """One split, all in memory.
 
-    ``images`` uint8 (N, C, H, W); ``labels`` long (N,), 0 normal / 1 defect; ``defect`` the folder
+    ``images`` uint8 or uint16 (N, C, H, W); ``labels`` long (N,), 0 normal / 1 defect; ``defect`` the folder
     name per image ("good" for normal ones); ``masks`` bool (N, H, W), all False for good images;
     ``paths`` the image files; ``skipped`` unreadable images; ``missing_masks`` defective images
     without a readable mask (their mask is all False).
@@ -59,14 +59,14 @@ class MVTecSet:
         return InputSpec(modality="image", channels=self.images.shape[1], image_size=self.images.shape[-1])
 
 
-def read_square(path: Path, image_size: int, channels: int | None) -> torch.Tensor | None:
-    """An image file resized as a whole to uint8 (C, image_size, image_size), the same decoding as
-    training (``decode.decode_image``: modes, 16-bit, alpha); ``channels`` None keeps grey grey.
-    None when unreadable."""
+def read_square(path: Path, image_size: int, channels: int | None, bits: int | None = None) -> torch.Tensor | None:
+    """An image file resized as a whole to (C, image_size, image_size), uint8 or uint16, the same
+    decoding as training (``decode.decode_image``: modes, 16-bit, DICOM, n-channel TIFF, alpha);
+    ``channels`` / ``bits`` None keep the file's. None when unreadable."""
     try:
         data = path.read_bytes()
-        channels = channels or image_channels(open_image(data))
-        return decode_image(data, channels, image_size, fit="squash")
+        channels = channels or image_info(data)[0]
+        return decode_image(data, channels, image_size, fit="squash", bits=bits)
     except (OSError, DecodeError):
         return None
 
@@ -96,16 +96,16 @@ def read_folder_square(folder: Path, image_size: int, channels: int | None, max_
     """Every image below ``folder`` (recursive, sorted) as ``read_square`` reads MVTec splits, so a
     plain folder and an MVTec split see the same pixels: uint8 (N, C, S, S) and the file paths.
 
-    ``channels`` None takes the first readable image's; unreadable files are skipped and counted
-    (one ``log`` line).
+    ``channels`` None takes the first readable image's, and so does the depth; unreadable files
+    are skipped and counted (one ``log`` line).
     """
-    images, paths, skipped = [], [], 0
+    images, paths, skipped, bits = [], [], 0, None
     for path in images_under(folder)[:max_samples]:
-        image = read_square(path, image_size, channels)
+        image = read_square(path, image_size, channels, bits)
         if image is None:
             skipped += 1
             continue
-        channels = channels or image.shape[0]
+        channels, bits = channels or image.shape[0], bits or bits_of(image)
         images.append(image)
         paths.append(str(path))
     if not images:
@@ -129,7 +129,8 @@ def load_mvtec(
 ) -> MVTecSet:
     """Read ``split`` ("train" or "test") of the MVTec-AD folder ``root``, resized to a square.
 
-    ``channels`` is 1 (grey) or 3 (RGB); None takes the first readable image's (grey stays 1).
+    ``channels`` is the count to read (``decode.convert_channels``); None takes the first readable
+    image's (grey stays 1, 5 bands stay 5), and the first image's depth (8 or 16 bits) is kept for all.
     ``max_per_class`` keeps the first n files (sorted by name) of each class folder.
     """
     root = Path(root)
@@ -147,13 +148,14 @@ def load_mvtec(
 
     size = (image_size, image_size)
     images, masks, labels, defects, paths, skipped, missing = [], [], [], [], [], [], []
+    bits = None
     for cls in classes:
         for path in _files(split_dir / cls, max_per_class):
-            image = read_square(path, image_size, channels)
+            image = read_square(path, image_size, channels, bits)
             if image is None:
                 skipped.append(str(path))
                 continue
-            channels = channels or image.shape[0]  # the first readable image decides for the rest
+            channels, bits = channels or image.shape[0], bits or bits_of(image)  # the first decides for the rest
             images.append(image)
             mask = np.zeros(size, dtype=bool)
             if cls != "good":

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-# Images travel as uint8 (B, C, H, W) and become float in [0, 1] on the training device; encoders
+# Images travel as uint8 (B, C, H, W), or uint16 for 16-bit data, and become float in [0, 1] on
+# the training device (``to_float``, scaled by the dtype's range); encoders
 # see (x - IMAGE_MEAN) / IMAGE_STD. Fixed constants keep a run's weights usable without data stats;
 # a pretrained public encoder carries its own per-channel mean / std (``normalize(x, mean, std)``).
 IMAGE_MEAN = 0.5
@@ -44,7 +45,7 @@ class Modality:
 
 
 MODALITIES: dict[str, Modality] = {
-    "image": Modality("image"),  # uint8 (C, H, W)
+    "image": Modality("image"),  # uint8 or uint16 (C, H, W), any C
     "image_text": Modality("image", text=True),
     "audio": Modality("audio"),  # float32 (T,) mono waveform
     "audio_text": Modality("audio", text=True),
@@ -138,9 +139,31 @@ def as_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
     return array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
 
 
+IMAGE_DTYPES = (torch.uint8, torch.uint16)  # images travel as 8 or 16 bits per channel until to_float
+
+
+def bits_of(images: torch.Tensor | np.ndarray) -> int:
+    """8 for uint8 images, 16 for uint16."""
+    return 16 if str(images.dtype).endswith("uint16") else 8
+
+
+def to_bits(images: torch.Tensor, bits: int) -> torch.Tensor:
+    """uint8 <-> uint16 images at the same scale (x 257, or rounded / 257); other dtypes pass."""
+    if bits == 16 and images.dtype == torch.uint8:
+        return images.to(torch.int32).mul_(257).to(torch.uint16)
+    if bits == 8 and images.dtype == torch.uint16:
+        return images.to(torch.int32).add_(128).div_(257, rounding_mode="floor").to(torch.uint8)
+    return images
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32 in [0, 1]; float input passes through."""
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+    """uint8 or uint16 (B, C, H, W) -> float32 in [0, 1], scaled by the dtype's range (255, 65535):
+    16-bit data keeps its precision up to here. Float input passes through."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    if images.dtype == torch.uint16:
+        return images.float().div_(65535.0)
+    return images
 
 
 def _stat(value, default: float, images: torch.Tensor) -> torch.Tensor | float:

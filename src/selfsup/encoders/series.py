@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from selfsup.encoders.vit import Block
+from selfsup.encoders.layers import Block
 
 
 def sincos_1d(n: int, dim: int, device=None) -> torch.Tensor:

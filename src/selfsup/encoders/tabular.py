@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from selfsup.encoders.vit import Block
+from selfsup.encoders.layers import Block
 
 
 class FeatureTokenizer(nn.Module):

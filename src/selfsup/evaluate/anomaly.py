@@ -29,13 +29,20 @@ from selfsup.evaluate.records import record
 # ----------------------------------------------------------------------------- preprocessing
 
 
-def standardize_images(images: torch.Tensor | np.ndarray, mean: float = 128.0, std: float = 32.0) -> torch.Tensor:
-    """Per-image brightness and contrast normalisation: each uint8 image (N, C, H, W) shifted and
-    scaled to pixel mean ``mean`` and standard deviation ``std`` (over all its pixels), clipped to
-    0..255. Removes exposure differences between shots, which otherwise dominate patch distances."""
-    x = as_tensor(images).float()
+def standardize_images(images: torch.Tensor | np.ndarray, mean: float = 0.5, std: float = 0.125) -> torch.Tensor:
+    """Per-image brightness and contrast normalisation: each image (N, C, H, W), uint8 or uint16,
+    shifted and scaled to pixel mean ``mean`` and standard deviation ``std`` (over all its pixels,
+    as fractions of the full scale: 128 and 32 for 8 bits), clipped, and returned in its dtype.
+    Removes exposure differences between shots, which otherwise dominate patch distances."""
+    x = as_tensor(images)
+    dtype = x.dtype
+    x = to_float(x)
     m, s = x.mean(dim=(1, 2, 3), keepdim=True), x.std(dim=(1, 2, 3), keepdim=True)
-    return (mean + std * (x - m) / (s + 1e-3)).clamp(0, 255).round().to(torch.uint8)
+    y = (mean + std * (x - m) / (s + 1e-5)).clamp(0.0, 1.0)
+    if dtype in (torch.uint8, torch.uint16):
+        top = float(torch.iinfo(dtype).max)
+        return (y * top).round().to(dtype)
+    return y
 
 
 # ----------------------------------------------------------------------------- patch features

@@ -4,7 +4,7 @@ Every ``plot_*`` function takes plain arrays and returns PNG bytes (``data_uri``
 an ``<img src>``). Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas, never
 through pyplot, so nothing global (backend, open figures) changes and no display is needed.
 
-Images come in as uint8 or [0, 1] float (N, C, H, W), grey (C = 1) or RGB (C = 3), numpy or torch.
+Images come in as uint8, uint16 or [0, 1] float (N, C, H, W), numpy or torch, any C (``as_hwc``).
 Small images (digits are 8 px, CIFAR 32 px) are enlarged by whole-pixel repetition (nearest) so
 each pixel stays a crisp square on screen.
 """
@@ -51,9 +51,11 @@ def data_uri(png: bytes) -> str:
 
 
 def as_hwc(images: np.ndarray | torch.Tensor) -> np.ndarray:
-    """uint8 or [0, 1] float (N, C, H, W) -> float32 (N, H, W, C) in [0, 1]."""
+    """uint8, uint16 or [0, 1] float (N, C, H, W) -> float32 (N, H, W, C) in [0, 1], C 1 or 3: images
+    with another number of channels (multispectral) are shown by their mean, in grey."""
     x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    x = x.astype(np.float32) / {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(x.dtype, 1.0)
+    x = x if x.shape[1] in (1, 3) else x.mean(axis=1, keepdims=True)
     return np.clip(x, 0.0, 1.0).transpose(0, 2, 3, 1)
 
 

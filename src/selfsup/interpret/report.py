@@ -374,7 +374,7 @@ def build_report(
 
     ``method``: the trained method (its ``encoder`` gives attention and embeddings; a ``reconstruct``
     method gives MAE reconstructions); ``encoder`` may be passed instead or as well. ``images``:
-    uint8 (N, C, H, W) samples of the data with optional ``labels`` (N,) and ``class_names``;
+    uint8 or uint16 (N, C, H, W) samples of the data with optional ``labels`` (N,) and ``class_names``;
     at most ``max_points`` of them are embedded. For a table or series method ``images`` are its
     inputs (``data.inputs``) and the sections are ``interpret.structured``'s (reconstructions,
     per-feature errors, anomaly scores over time, forecasts) and the embedding map.
@@ -396,7 +396,7 @@ def build_report(
     structured = spec is not None and spec.modality in ("table", "series")
     if images is not None and not structured:
         images = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-        if images.dtype != np.uint8:
+        if images.dtype not in (np.uint8, np.uint16):  # [0, 1] floats; 16-bit images stay 16-bit
             images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
     if labels is not None:
         labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)

@@ -19,7 +19,7 @@ from torch import nn
 
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
-from selfsup.encoders.vit import Block
+from selfsup.encoders.layers import Block
 from selfsup.methods.mae import MAEConfig, random_masking
 
 TABLE_MASK_RATIO = 0.3

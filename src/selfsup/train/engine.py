@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
 from selfsup import distributed, hardware
-from selfsup.data.spec import to_float
+from selfsup.data.spec import IMAGE_DTYPES, to_float
 from selfsup.train.checkpoint import AtomicCheckpointIO
 from selfsup.train.config import TrainConfig, parse_duration
 from selfsup.train.optim import param_groups
@@ -101,8 +101,8 @@ class PretrainModule(L.LightningModule):
         return warmup_cosine(step, total, self.warmup_steps, self.cfg.min_lr / self.cfg.lr)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Inputs that travel as uint8 (images) become float in [0, 1] on the training device."""
-        return {k: to_float(v) if isinstance(v, torch.Tensor) and v.dtype == torch.uint8 else v
+        """Inputs that travel as uint8 or uint16 (images) become float in [0, 1] on the training device."""
+        return {k: to_float(v) if isinstance(v, torch.Tensor) and v.dtype in IMAGE_DTYPES else v
                 for k, v in batch.items()}
 
     def training_step(self, batch: dict, batch_idx: int):

@@ -12,6 +12,10 @@
   `.tsv`/`.ts`/`.arff`, an `.npz` of (N, C, T), a long CSV with a time column cut into windows),
   recognised by `structured.data_kind` and read with the options of `structured.open_structured`.
 
+Nothing else: `check_location` refuses every other `scheme:` (`pipe:`, `file:`, `s3:`...), here
+and wherever a path is read back from a run folder (`config.DataConfig`), so a data path is
+always data and never a command.
+
 One module per kind of source; a new kind is one new file plus one line in `open_source`:
 
 - `base`: the batch contract (`collate`, skip markers), `SkipCounter`, the `Source` base class;
@@ -40,6 +44,28 @@ from selfsup.data.sources.split import IndexedSource
 from selfsup.data.sources.structured import data_kind, open_structured
 from selfsup.data.sources.tar import is_url, tar_samples
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+
+
+def check_location(spec: str) -> str:
+    """``spec`` unchanged if it is a local path, an http(s):// URL, a built-in ``NAME[:SPLIT]`` or
+    ``FILE.npz:SPLIT``; else SourceError in one line naming the accepted forms.
+
+    Any other ``scheme:`` prefix is refused whether or not such a file exists (``./pipe:x`` names
+    a local file of that name): webdataset, for one, runs ``pipe:`` strings in a shell.
+    """
+    text = str(spec).strip()
+    m = _SCHEME.match(text)
+    if m is None:
+        return text
+    scheme, rest = m.group(1), text[m.end():]
+    if (scheme.lower() in ("http", "https") and rest.startswith("//")) or len(scheme) == 1:  # C:\ drives
+        return text
+    if (scheme in BUILTINS or scheme.lower().endswith(".npz")) and re.fullmatch(r"\w*", rest):
+        return text
+    raise SourceError(f"data path {text[:60]!r} starts with '{scheme}:', which selfsup does not open: give a local "
+                      f"path (./{scheme}:... for a file of that name), an http(s):// URL or a built-in name")
+
 
 def open_source(
     spec: str,
@@ -58,7 +84,7 @@ def open_source(
     `structured.open_structured` with `options` (`kind`, `target`, `columns`, `drop`, `split`,
     `window`, `stride`, `schema`...; None values are ignored); image options do not apply to them.
     """
-    spec = str(spec).strip()
+    spec = check_location(spec)
     if not is_url(spec) and (structured := open_structured(spec, **options)) is not None:
         return structured
     opts = {"image_size": image_size, "channels": channels}
@@ -90,6 +116,7 @@ def describe_sources() -> str:
         "                     'data/train-*.tar.gz'     a glob (quote it)",
         "                     data/shards/              every *.tar / *.tar.gz in a folder; one shard",
         "                     https://host/x/train-{0000..0009}.tar   streamed over http(s)",
+        "                     (local paths and http(s) only: pipe:, file:, s3: ... are refused)",
         "                     members: KEY.jpg|png|webp image, KEY.cls label, KEY.json metadata",
         "                     ('captions' -> image-text), KEY.wav audio (json 'text' -> audio-text);",
         "                     classes.txt next to the shards names the classes",
@@ -117,6 +144,6 @@ def describe_sources() -> str:
 
 __all__ = [
     "ArraySource", "BUILTINS", "FolderSource", "IndexedSource", "SHARD_SUFFIXES", "ShardSource", "ShardStream",
-    "SkipCounter", "Source", "SourceError", "collate", "data_kind", "describe_sources", "images_under", "is_url",
-    "open_npz", "open_source", "open_structured", "skip", "tar_samples",
+    "SkipCounter", "Source", "SourceError", "check_location", "collate", "data_kind", "describe_sources",
+    "images_under", "is_url", "open_npz", "open_source", "open_structured", "skip", "tar_samples",
 ]

@@ -9,17 +9,36 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.data.decode import fit_tensor
-from selfsup.data.sources.base import SourceError
+from selfsup.data.decode import DecodeError, fit_tensor
+from selfsup.data.sources.base import SourceError, skip
 from selfsup.data.sources.split import IndexedSource
 from selfsup.data.spec import InputSpec
 
 
-class ArraySource(IndexedSource):
-    """In-memory or memory-mapped image arrays: (N, H, W), (N, H, W, C) or (N, C, H, W), any dtype.
+def array_layout(shape: tuple[int, ...]) -> tuple[str, int, int, int]:
+    """(layout, C, H, W) of an image array (N, H, W), (N, H, W, C) or (N, C, H, W), any C.
 
-    Floats with peak <= 1 are scaled by 255, 16-bit integers by 255/65535; a 4th channel (alpha)
-    is dropped. Layout and scale are decided once, from the shape and the first 256 images.
+    Images are taken to be square when one reading says so ((N, 32, 32, 5) is HWC, (N, 5, 64, 64)
+    CHW); otherwise the smaller of the two outer axes holds the channels.
+    """
+    if len(shape) == 3:
+        return "hw", 1, shape[1], shape[2]
+    a, b, c = shape[1:]
+    if a == b:
+        return "hwc", c, a, b
+    if b == c or a < c:
+        return "chw", a, b, c
+    return "hwc", c, a, b
+
+
+class ArraySource(IndexedSource):
+    """In-memory or memory-mapped image arrays: (N, H, W), (N, H, W, C) or (N, C, H, W), any dtype,
+    any number of channels (all kept: multispectral arrays stay multispectral).
+
+    Depth and scale are decided once, from the dtype and the first 256 images: uint8 stays uint8,
+    other integers in 0..255 become uint8, uint16 and integers in 0..65535 uint16; floats in [0, 1]
+    become uint16 (x 65535), floats in [0, 255] uint16 (x 257, the same scale); anything else is
+    stretched from the first images' min..max to uint16.
     """
 
     def __init__(
@@ -46,22 +65,25 @@ class ArraySource(IndexedSource):
         if len(self.labels) != len(images):
             raise SourceError(f"{location}: {len(images)} images but {len(self.labels)} labels")
         self.labels = self.labels.astype(np.int64)
-        if images.ndim == 3:
-            self.layout, c, h, w = "hw", 1, *images.shape[1:]
-        elif images.shape[1] in (1, 3, 4) and images.shape[-1] not in (1, 3, 4):
-            self.layout, (c, h, w) = "chw", images.shape[1:]
+        self.layout, c, h, w = array_layout(images.shape)
+        head = np.asarray(images[:256])
+        lo, hi = (float(np.nanmin(head)), float(np.nanmax(head))) if head.size else (0.0, 0.0)
+        kind = images.dtype.kind
+        if images.dtype == np.uint8 or kind == "b" or (kind in "ui" and lo >= 0 and hi <= 255):
+            self.bits, self.scale, self.offset = 8, 255.0 if kind == "b" else 1.0, 0.0
+        elif kind in "ui" and lo >= 0 and hi <= 65535:
+            self.bits, self.scale, self.offset = 16, 1.0, 0.0
+        elif kind == "f" and lo >= 0 and hi <= 1:
+            self.bits, self.scale, self.offset = 16, 65535.0, 0.0
+        elif kind == "f" and lo >= 0 and hi <= 255:
+            self.bits, self.scale, self.offset = 16, 257.0, 0.0
         else:
-            self.layout, (h, w, c) = "hwc", images.shape[1:]
-        peak = float(np.asarray(images[:256]).max())
-        if images.dtype.kind == "f":
-            self.scale = 255.0 if peak <= 1.0 else 1.0
-        else:
-            self.scale = 255.0 / 65535.0 if peak > 255 else 1.0
+            self.bits, self.scale, self.offset = 16, 65535.0 / max(hi - lo, 1e-12), lo
         known = self.labels[self.labels >= 0]
         num_classes = len(class_names) if class_names else (int(known.max()) + 1 if len(known) else None)
         self.spec = InputSpec(
             modality="image",
-            channels=channels or (1 if c == 1 else 3),
+            channels=channels or c,
             image_size=image_size or (h if h == w else min(h, w)),
             num_classes=num_classes,
             class_names=class_names,
@@ -72,13 +94,19 @@ class ArraySource(IndexedSource):
 
     def get(self, i: int) -> dict:
         x = np.asarray(self.images[i])
-        if x.dtype != np.uint8:
-            x = np.clip(np.rint(x.astype(np.float32) * self.scale), 0, 255).astype(np.uint8)
+        dtype = np.uint8 if self.bits == 8 else np.uint16
+        if x.dtype != dtype:
+            x = np.nan_to_num(x.astype(np.float64), nan=self.offset)
+            x = np.clip(np.rint((x - self.offset) * self.scale), 0, np.iinfo(dtype).max).astype(dtype)
         t = torch.from_numpy(np.ascontiguousarray(x))
         t = t[None] if self.layout == "hw" else t.permute(2, 0, 1) if self.layout == "hwc" else t
-        image = fit_tensor(t[:3], self.spec.channels, self.spec.image_size)
         n = i if self.ids is None else int(self.ids[i])
-        return {"image": image, "label": int(self.labels[i]), "key": f"{self.key_prefix}{n}"}
+        key = f"{self.key_prefix}{n}"
+        try:
+            image = fit_tensor(t, self.spec.channels, self.spec.image_size)
+        except DecodeError as e:
+            return skip(key, str(e))
+        return {"image": image, "label": int(self.labels[i]), "key": key}
 
 
 def _npz_array(path: Path, key: str) -> np.ndarray:

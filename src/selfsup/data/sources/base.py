@@ -32,7 +32,7 @@ def skip(key: str, reason: str) -> dict:
 
 def collate(samples: list[dict | None], spec: InputSpec | None = None) -> dict:
     """Samples -> batch: `label` long (B,), `key` and `skipped` lists, and every other field of the
-    samples, whatever the modality: tensors of one shape stacked (`image` uint8 (B, C, H, W),
+    samples, whatever the modality: tensors of one shape stacked (`image` uint8 or uint16 (B, C, H, W),
     a table's `features` (B, F) and `categories` (B, K)), tensors whose last dimension varies
     padded to the longest with the modality's pad value (`spec.PAD`: 0, NaN for `series`, which
     means "not observed") and `<name>_length` long (B,) added (`audio` float32 (B, T) and
@@ -117,6 +117,11 @@ class Source:
     spec: InputSpec
     location: str
     num_samples: int | None = None
+    bits: int = 8  # images come out as uint8, or uint16 (16) when the data holds more than 8 bits
+
+    def set_image_size(self, image_size: int) -> None:
+        """Read every image at ``image_size`` from now on (samples are resized as they are read)."""
+        self.spec.image_size = image_size
 
     def dataset(
         self, *, shuffle: bool = False, seed: int = 0, epoch_repeat: bool = False, ranks: Ranks | None = None
@@ -168,7 +173,7 @@ class Source:
     ) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]:
         """`max_samples` (default all) inputs and labels int64 (N,), for evaluation sets that fit in memory.
 
-        The inputs are the modality's (`spec.input_keys`): images uint8 (N, C, H, W), series float32
+        The inputs are the modality's (`spec.input_keys`): images uint8 or uint16 (N, C, H, W), series float32
         (N, C, T) padded to the longest with NaN, or, for a modality with several keys, a dict of
         arrays (a table's `features` (N, F) and `categories` (N, K)). Inputs of unequal length are
         refused unless the modality pads with NaN ("not observed"): a zero-padded waveform would

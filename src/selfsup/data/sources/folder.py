@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path, PurePath
 
-from selfsup.data.decode import IMAGE_EXTS, IMAGE_SUFFIXES, DecodeError, decode_image, image_channels, open_image
+from selfsup.data.decode import IMAGE_EXTS, IMAGE_SUFFIXES, DecodeError, decode_image, image_info
 from selfsup.data.sources.base import SourceError, skip
 from selfsup.data.sources.split import IndexedSource
 from selfsup.data.spec import InputSpec
@@ -35,7 +35,11 @@ def default_size(w: int, h: int) -> int:
 
 
 class FolderSource(IndexedSource):
-    """Images in class subfolders (sorted names = labels) or flat (recursive, label -1)."""
+    """Images in class subfolders (sorted names = labels) or flat (recursive, label -1).
+
+    Any format of ``decode.IMAGE_EXTS`` (DICOM and deep TIFF included); images are uint16 when the
+    first decodable one holds more than 8 bits (``bits``), else uint8; channels are the first's.
+    """
 
     def __init__(self, root: Path, *, image_size: int | None, channels: int | None) -> None:
         self.root, self.location, self.name = root, str(root), task_name(root.resolve())
@@ -54,7 +58,7 @@ class FolderSource(IndexedSource):
         if not self.files:
             raise SourceError(f"{root}: no images ({', '.join(IMAGE_EXTS)}) found")
         self.num_samples = len(self.files)
-        ch, size = probe_images(self.files[:16], lambda f: f.read_bytes(), str(root))
+        ch, size, self.bits = probe_images(self.files[:16], lambda f: f.read_bytes(), str(root))
         self.spec = InputSpec(
             modality="image",
             channels=channels or ch,
@@ -74,14 +78,15 @@ class FolderSource(IndexedSource):
         except OSError as e:
             return skip(key, f"unreadable: {e.strerror}")
         try:
-            image = decode_image(data, self.spec.channels, self.spec.image_size)
+            image = decode_image(data, self.spec.channels, self.spec.image_size, bits=self.bits)
         except DecodeError as e:
             return skip(key, str(e))
         return {"image": image, "label": self.labels[i], "key": key}
 
 
-def probe_images(items: list, read: Callable, where: str) -> tuple[int, int]:
-    """(channels, default image size) from the first decodable of `items`.
+def probe_images(items: list, read: Callable, where: str) -> tuple[int, int, int]:
+    """(channels, default image size, bits) of the first decodable of `items`. Its depth is the
+    source's: with a first image of 8 bits, deeper ones later are read at 8 bits too.
 
     Raises SourceError when none decodes: data that is all damaged (or not images) is refused
     when opened, not found out after a whole pass of training.
@@ -89,11 +94,11 @@ def probe_images(items: list, read: Callable, where: str) -> tuple[int, int]:
     reasons: Counter[str] = Counter()
     for item in items:
         try:
-            img = open_image(read(item))
+            channels, w, h, bits = image_info(read(item))
         except (DecodeError, OSError) as e:
             reasons[str(e).split(":")[0] or type(e).__name__] += 1
             continue
-        return image_channels(img), default_size(*img.size)
+        return channels, default_size(w, h), bits
     why = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
     raise SourceError(f"{where}: none of the first {len(items)} images decodes ({why})")
 

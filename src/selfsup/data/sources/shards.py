@@ -140,7 +140,7 @@ class ShardSource(Source):
             self.image_ext = next((e for e in IMAGE_EXTS if e in members), None)
             if self.image_ext is None:
                 raise SourceError(f"{first}: first sample {key!r} has no image ({'|'.join(IMAGE_EXTS)})/wav")
-            ch, size = probe_images([m for _, m in head], lambda m: m.get(self.image_ext, b""), first)
+            ch, size, self.bits = probe_images([m for _, m in head], lambda m: m.get(self.image_ext, b""), first)
             modality = "image_text" if isinstance(meta.get("captions"), list) else "image"
             self.spec = InputSpec(modality=modality, channels=channels or ch, image_size=image_size or size)
         self.spec.class_names = class_names
@@ -169,7 +169,7 @@ class ShardSource(Source):
             ext = next((e for e in (self.image_ext, *IMAGE_EXTS) if e in members), None)
             if ext is None:
                 return skip(key, "no image")
-            sample["image"] = decode_image(members[ext], self.spec.channels, self.spec.image_size)
+            sample["image"] = decode_image(members[ext], self.spec.channels, self.spec.image_size, bits=self.bits)
         except DecodeError as e:
             return skip(key, str(e))
         if self.spec.modality == "image_text":

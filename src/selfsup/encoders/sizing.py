@@ -1,0 +1,102 @@
+"""Input geometry: the image side (and ViT patch size) a run reads when the user does not set them.
+
+The one home of the rule. Pretraining sizes a new run with ``resolve_geometry`` (and writes the
+result into its ``config.yaml``); ``anomaly fit --raw`` sizes its pixel patches with it; evaluation
+and anomaly detection on a run read the run's own size. The rule, sized to the machine:
+
+- the side is a multiple of the patch size, never above the data's short side (at most MAX_SIDE):
+  a 213-px tile is never refused for not dividing by 4;
+- a CPU gets at most CPU_GRID x CPU_GRID patches per image (64 tokens; attention costs grow with
+  their square and a 213-px tile at 4-px patches would be 2,800), a GPU GPU_GRID x GPU_GRID
+  (ViT-B/16 at 224 px);
+- when the patch size is not set, the largest side within those limits wins, with the smallest
+  patch from PATCH_SIZES that reaches it and whose pixels (p * p * channels) fit the width of the
+  network (the patch embedding is then not a bottleneck): a grey 213-px tile on a CPU with
+  ViT-Tiny (width 192) gets 64 px at 8-px patches, CIFAR's 32 px stays at 4-px patches.
+
+An explicit size that the patch does not divide is an error naming the nearest valid sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from selfsup.encoders.vit import PRESETS
+
+MAX_SIDE = 224  # no default side above this
+CPU_GRID, GPU_GRID = 8, 14  # patches per side by default: 64 tokens on a CPU, 196 on a GPU
+PATCH_SIZES = (4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """``image_size`` and ``patch_size`` (None for CNNs) with ``why``: one line saying what was chosen."""
+
+    image_size: int
+    patch_size: int | None
+    why: str
+
+
+def valid_size(side: int, patch: int) -> int:
+    """The largest multiple of ``patch`` not above ``side`` (at least one patch)."""
+    return max(patch, side // patch * patch)
+
+
+def on_gpu(accelerator: str = "auto") -> bool:
+    """Whether a run with this ``train.accelerator`` trains on a GPU."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def check_size(image_size: int, patch: int, what: str = "data.image_size") -> None:
+    """ValueError naming the nearest valid sides unless ``patch`` divides ``image_size``."""
+    if image_size % patch:
+        lo, hi = valid_size(image_size, patch), valid_size(image_size, patch) + patch
+        raise ValueError(f"{what}={image_size} is not a multiple of the patch size {patch}: use {lo} or {hi} "
+                         "(or leave it unset to have one chosen)")
+
+
+def resolve_geometry(
+    native: int,
+    channels: int,
+    *,
+    image_size: int | None = None,
+    patch_size: int | None = None,
+    width: int | None = None,
+    vit: bool = True,
+    gpu: bool = False,
+) -> Geometry:
+    """The side (and patch) images are read at. ``native``: the data's short side; ``image_size`` /
+    ``patch_size``: the user's, when set (None: choose); ``width``: the ViT's (for the patch rule);
+    ``vit`` False: a CNN, any side up to MAX_SIDE."""
+    side = min(native, MAX_SIDE)
+    if not vit:
+        size = image_size or side
+        return Geometry(size, None, f"image size {size} px" + ("" if image_size else f" (data {native} px)"))
+    grid = GPU_GRID if gpu else CPU_GRID
+    where = f"{'GPU' if gpu else 'CPU'} default of at most {grid}x{grid} patches"
+    if image_size is not None:
+        patch = patch_size or next((p for p in PATCH_SIZES if image_size % p == 0), PATCH_SIZES[0])
+        check_size(image_size, patch)
+        return Geometry(image_size, patch, f"image size {image_size} px, patch {patch} (as set)")
+    if patch_size is not None:
+        size = valid_size(min(side, patch_size * grid), patch_size)
+        n = size // patch_size
+        return Geometry(size, patch_size, f"image size {size} px for patch {patch_size}: {n}x{n} patches, the {where}"
+                        f" (data {native} px; set data.image_size to choose)")
+    fits = [p for p in PATCH_SIZES if p * p * channels <= (width or 192)] or [PATCH_SIZES[0]]
+    best = max(fits, key=lambda p: (valid_size(min(side, p * grid), p), -p))
+    size = valid_size(min(side, best * grid), best)
+    n = size // best
+    return Geometry(size, best, f"image size {size} px, patch {best}: {n}x{n} patches, the {where} (data {native} "
+                    f"px; set data.image_size and encoder.patch_size to choose)")
+
+
+def encoder_width(cfg) -> int | None:
+    """The ViT width of an ``EncoderConfig`` (its preset's when not given)."""
+    return cfg.width or PRESETS.get(cfg.size, {}).get("width")
+
+
+__all__ = ["CPU_GRID", "GPU_GRID", "Geometry", "MAX_SIDE", "PATCH_SIZES", "check_size", "encoder_width", "on_gpu",
+           "resolve_geometry", "valid_size"]
