@@ -22,16 +22,9 @@ from torch import nn
 
 from selfsup.data.spec import IMAGE_MEAN, IMAGE_STD
 from selfsup.encoders import input_stats
+from selfsup.encoders.convert.hf import HF_VIT_BLOCK, hf_vit_state
 from selfsup.encoders.layers import GluMlp, LayerScale, Mlp, QuickGELU
 from selfsup.encoders.vit import VisionTransformer
-
-_BLOCK = {
-    "norm1": "layernorm_before",
-    "attn.proj": "attention.output.dense",
-    "norm2": "layernorm_after",
-    "mlp.fc1": "intermediate.dense",
-    "mlp.fc2": "output.dense",
-}
 
 
 def to_hf(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -56,60 +49,17 @@ def to_hf(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.T
                 for part, chunk in zip(("query", "key", "value"), t.chunk(3, dim=0), strict=True):
                     out[f"{layer}attention.attention.{part}.{kind}"] = chunk.contiguous()
             else:
-                out[f"{layer}{_BLOCK[module]}.{kind}"] = t
+                out[f"{layer}{HF_VIT_BLOCK[module]}.{kind}"] = t
         else:
             raise KeyError(f"no Hugging Face name for parameter {name!r}")
     return {prefix + k: v for k, v in out.items()}
 
 
-# transformers >= 5 names the same tensors differently inside the model (Hub files keep the names above).
-_HF5 = {"attention.q_proj": "attention.attention.query", "attention.k_proj": "attention.attention.key",
-        "attention.v_proj": "attention.attention.value", "attention.o_proj": "attention.output.dense",
-        "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
-
-
-def _classic(name: str) -> str:
-    """A transformers-5 in-memory name ("layers.0.attention.q_proj.weight") -> the Hub file name."""
-    if not name.startswith("layers."):
-        return name
-    i, rest = name.removeprefix("layers.").split(".", 1)
-    module, kind = rest.rsplit(".", 1)
-    return f"encoder.layer.{i}.{_HF5.get(module, module)}.{kind}"
-
-
 def from_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face ``ViTModel`` (or ``ViTForImageClassification`` with "vit.") -> timm names.
-
-    Takes both the Hub file names and transformers-5 in-memory names.
-    """
-    state = {_classic(k.removeprefix("vit.")): v for k, v in state.items()
-             if not k.removeprefix("vit.").startswith(("pooler.", "classifier."))}
-    inverse = {v: k for k, v in _BLOCK.items()}
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    for name, t in state.items():
-        if name == "embeddings.cls_token":
-            out["cls_token"] = t
-        elif name == "embeddings.position_embeddings":
-            out["pos_embed"] = t
-        elif name.startswith("embeddings.patch_embeddings.projection."):
-            out["patch_embed.proj." + name.rsplit(".", 1)[1]] = t
-        elif name.startswith("layernorm."):
-            out["norm." + name.rsplit(".", 1)[1]] = t
-        elif name.startswith("encoder.layer."):
-            i, rest = name.removeprefix("encoder.layer.").split(".", 1)
-            module, kind = rest.rsplit(".", 1)
-            if module.startswith("attention.attention."):
-                qkv.setdefault((i, kind), {})[module.rsplit(".", 1)[1]] = t
-            else:
-                out[f"blocks.{i}.{inverse[module]}.{kind}"] = t
-        elif name.startswith("embeddings.mask_token"):
-            continue
-        else:
-            raise KeyError(f"unexpected Hugging Face parameter {name!r}")
-    for (i, kind), parts in qkv.items():
-        out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]], dim=0)
-    return out
+    """Hugging Face ``ViTModel`` (or ``ViTForImageClassification`` with "vit.") -> timm names
+    (``encoders.convert.hf.hf_vit_state``: Hub file names and transformers-5 in-memory names)."""
+    keep = {k: v for k, v in state.items() if not k.removeprefix("vit.").startswith(("pooler.", "classifier."))}
+    return hf_vit_state(keep)
 
 
 def hf_config(model: VisionTransformer) -> dict:

@@ -25,12 +25,13 @@ from selfsup.encoders.convert.common import (
 )
 from selfsup.encoders.text import TextConfig
 
-# one transformer layer of ViT / ViTMAE / DINOv2, Hub file names -> timm names
-_HF_VIT_LAYER = {
-    "layernorm_before": "norm1", "norm1": "norm1", "layernorm_after": "norm2", "norm2": "norm2",
-    "attention.output.dense": "attn.proj", "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
-    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.weights_in": "mlp.fc1", "mlp.weights_out": "mlp.fc2",
-    "layer_scale1": "ls1", "layer_scale2": "ls2",
+# one transformer layer of ViT / ViTMAE / DINOv2: timm names -> the Hub's file names (export writes these)
+HF_VIT_BLOCK = {"norm1": "layernorm_before", "attn.proj": "attention.output.dense", "norm2": "layernorm_after",
+                "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}
+# ... and every name the Hub's files and transformers use for them -> timm names (import reads these)
+_HF_VIT_LAYER = {v: k for k, v in HF_VIT_BLOCK.items()} | {
+    "norm1": "norm1", "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.weights_in": "mlp.fc1",
+    "mlp.weights_out": "mlp.fc2", "layer_scale1": "ls1", "layer_scale2": "ls2",
 }
 _QKV = {"query": 0, "key": 1, "value": 2, "q_proj": 0, "k_proj": 1, "v_proj": 2}
 # transformers >= 5 in-memory names -> Hub file names
@@ -116,15 +117,18 @@ def from_hf(state: State, config: dict, preprocessor: dict | None = None, source
     """A Hugging Face model folder's weights + ``config.json`` (+ ``preprocessor_config.json``)."""
     mt = config.get("model_type")
     if mt in ("vit", "vit_mae", "dinov2", "dinov2_with_registers"):
-        return _hf_vit_family(_hf_classic(state), config, preprocessor, source)
+        return _hf_vit_family(_hf_classic(state), config, preprocessor, source)  # classic names: the decoder too
     if mt in ("clip", "clip_vision_model", "siglip", "siglip_vision_model"):
         return _hf_clip_family(state, config, preprocessor, source)
     raise ValueError(f"Hugging Face model_type {mt!r} is not supported; supported: {', '.join(HF_MODEL_TYPES)}")
 
 
-def _hf_vit_family(state: State, cfg: dict, pre: dict | None, source: str | None) -> Converted:
-    mt = cfg["model_type"]
-    act, eps, mean, std, _ = _HF_VISION_DEFAULTS[mt]
+def hf_vit_state(state: State) -> State:
+    """A ViT / ViTMAE / DINOv2 state dict in Hugging Face names (Hub files or transformers-5 in-memory names,
+    with or without a ``vit.`` / ``dinov2.`` wrapper prefix) -> timm names, the encoder's only (no
+    pooler, classifier or decoder): the one map from Hugging Face ViT names, for loading and for
+    ``export.hf.from_hf``."""
+    state = _hf_classic(state)
     for prefix in ("vit.", "dinov2.", "model."):  # ...ForImageClassification / ForPreTraining wrappers
         if any(k.startswith(prefix + "embeddings.") for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items()}
@@ -140,7 +144,16 @@ def _hf_vit_family(state: State, cfg: dict, pre: dict | None, source: str | None
             out["patch_embed.proj." + k.rsplit(".", 1)[1]] = v
         elif k.startswith("layernorm."):
             out["norm." + k.rsplit(".", 1)[1]] = v
-    out |= _hf_vit_layers(state, "encoder.layer.", "blocks.")
+    return out | _hf_vit_layers(state, "encoder.layer.", "blocks.")
+
+
+def _hf_vit_family(state: State, cfg: dict, pre: dict | None, source: str | None) -> Converted:
+    mt = cfg["model_type"]
+    act, eps, mean, std, _ = _HF_VISION_DEFAULTS[mt]
+    out = hf_vit_state(state)
+    for prefix in ("vit.", "dinov2.", "model."):
+        if any(k.startswith(prefix + "embeddings.") for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
     D = out["patch_embed.proj.weight"].shape[0]
     p = out["patch_embed.proj.weight"].shape[-1]
     swiglu = bool(cfg.get("use_swiglu_ffn", False))
