@@ -156,6 +156,17 @@ def test_pretrain_on_odd_sized_images_chooses_a_valid_size_and_writes_it(tmp_pat
     cfg = api.load_run_config(run)
     assert (cfg.data.image_size, cfg.encoder.patch_size) == (64, 8)
     assert any("image size 64 px, patch 8" in line for line in lines)
+    # no network size set beyond the depth: the network is the machine's default only when nothing was set
+    assert cfg.encoder.size == "tiny" and cfg.encoder.depth == 1
+
+
+def test_pretrain_sizes_the_network_to_the_machine_when_nothing_is_set(tmp_path: Path):
+    lines: list[str] = []
+    run = api.pretrain("digits:train", "mae", out=tmp_path / "run", steps=1, log=lines.append,
+                       overrides=["data.num_workers=0", "train.batch_size=4"])
+    cfg = api.load_run_config(run)
+    assert (cfg.encoder.width, cfg.encoder.depth, cfg.encoder.heads) == (128, 4, 4)  # written into config.yaml
+    assert any("CPU default" in line for line in lines)
 
 
 # --- through pretraining, evaluation and anomaly detection ---------------------------------------

@@ -17,7 +17,7 @@ from selfsup.api.evaluate import evaluate, report
 from selfsup.config import ConfigError, DataConfig, RunConfig, build_config, dump_config, load_config
 from selfsup.data import open_source
 from selfsup.encoders import EncoderConfig
-from selfsup.encoders.sizing import encoder_width, on_gpu, resolve_geometry
+from selfsup.encoders.sizing import default_vit, encoder_width, on_gpu, resolve_geometry
 from selfsup.evaluate.fewshot import DEFAULT_FINETUNE_SEEDS, DEFAULT_SEEDS
 from selfsup.evaluate.records import PRETRAIN_METRICS, merge_records, record
 from selfsup.methods import build_method, method_class
@@ -211,8 +211,12 @@ def pretrain(
                            if cfg.method.get(k) is None})
     source = _open(cfg)
     spec = source.spec
-    if spec.input_key == "image":  # a size the model can read, sized to the machine (encoders.sizing)
+    if spec.input_key == "image":  # a network and a size it can read, sized to the machine (encoders.sizing)
         chosen = cfg.encoder.model_fields_set
+        if cfg.encoder.name == "vit" and not chosen & {"size", "width", "depth", "heads"}:
+            fields, why = default_vit(on_gpu(cfg.train.accelerator))
+            cfg.encoder = cfg.encoder.model_copy(update=fields)
+            log(why)
         geo = resolve_geometry(spec.image_size, spec.channels, image_size=cfg.data.image_size,
                                patch_size=cfg.encoder.patch_size if "patch_size" in chosen else None,
                                width=encoder_width(cfg.encoder), vit=cfg.encoder.name == "vit",

@@ -1,6 +1,7 @@
-"""Input geometry: the image side (and ViT patch size) a run reads when the user does not set them.
+"""Defaults sized to the data and the machine: the image side, the ViT patch size and the network's
+size a run gets when the user does not set them.
 
-The one home of the rule. Pretraining sizes a new run with ``resolve_geometry`` (and writes the
+The one home of these rules. Pretraining sizes a new run with ``resolve_geometry`` (and writes the
 result into its ``config.yaml``); ``anomaly fit --raw`` sizes its pixel patches with it; evaluation
 and anomaly detection on a run read the run's own size. The rule, sized to the machine:
 
@@ -11,10 +12,15 @@ and anomaly detection on a run read the run's own size. The rule, sized to the m
   (ViT-B/16 at 224 px);
 - when the patch size is not set, the largest side within those limits wins, with the smallest
   patch from PATCH_SIZES that reaches it and whose pixels (p * p * channels) fit the width of the
-  network (the patch embedding is then not a bottleneck): a grey 213-px tile on a CPU with
-  ViT-Tiny (width 192) gets 64 px at 8-px patches, CIFAR's 32 px stays at 4-px patches.
+  network, or ViT-Tiny's 192 for a narrower one (the patch embedding is then not a bottleneck): a
+  grey 213-px tile on a CPU gets 64 px at 8-px patches, CIFAR's 32 px stays at 4-px patches.
 
 An explicit size that the patch does not divide is an error naming the nearest valid sizes.
+
+The network (``default_vit``): on a CPU a ViT of width 128, depth 4 and 4 heads (0.8 M parameters),
+the size every CPU recipe in BENCHMARKS.md uses: a step of a 64-token batch of 256 is a fraction of
+a second, so a 10-minute budget buys thousands of steps (a ViT-Tiny buys about 300, too few to
+learn from); on a GPU ViT-Base (width 768, depth 12), the size public models come in.
 """
 
 from __future__ import annotations
@@ -85,7 +91,7 @@ def resolve_geometry(
         n = size // patch_size
         return Geometry(size, patch_size, f"image size {size} px for patch {patch_size}: {n}x{n} patches, the {where}"
                         f" (data {native} px; set data.image_size to choose)")
-    fits = [p for p in PATCH_SIZES if p * p * channels <= (width or 192)] or [PATCH_SIZES[0]]
+    fits = [p for p in PATCH_SIZES if p * p * channels <= max(width or 192, 192)] or [PATCH_SIZES[0]]
     best = max(fits, key=lambda p: (valid_size(min(side, p * grid), p), -p))
     size = valid_size(min(side, best * grid), best)
     n = size // best
@@ -93,10 +99,22 @@ def resolve_geometry(
                     f"px; set data.image_size and encoder.patch_size to choose)")
 
 
+CPU_VIT = {"size": "custom", "width": 128, "depth": 4, "heads": 4}
+GPU_VIT = {"size": "base"}
+
+
+def default_vit(gpu: bool) -> tuple[dict, str]:
+    """The ``EncoderConfig`` fields of the default ViT on this machine, and one line saying why."""
+    if gpu:
+        return dict(GPU_VIT), "encoder ViT-Base (width 768, depth 12): the GPU default"
+    return dict(CPU_VIT), ("encoder ViT width 128, depth 4, 4 heads (0.8 M parameters): the CPU default, so a "
+                           "budget of minutes buys thousands of steps (set encoder.size or encoder.width to choose)")
+
+
 def encoder_width(cfg) -> int | None:
     """The ViT width of an ``EncoderConfig`` (its preset's when not given)."""
     return cfg.width or PRESETS.get(cfg.size, {}).get("width")
 
 
-__all__ = ["CPU_GRID", "GPU_GRID", "Geometry", "MAX_SIDE", "PATCH_SIZES", "check_size", "encoder_width", "on_gpu",
-           "resolve_geometry", "valid_size"]
+__all__ = ["CPU_GRID", "CPU_VIT", "GPU_GRID", "GPU_VIT", "Geometry", "MAX_SIDE", "PATCH_SIZES", "check_size",
+           "default_vit", "encoder_width", "on_gpu", "resolve_geometry", "valid_size"]
