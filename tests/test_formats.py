@@ -135,8 +135,11 @@ def test_npz_with_five_channels_in_either_layout(tmp_path: Path):
 def test_default_sizes_are_valid_for_the_model_and_sized_to_the_machine():
     tile = resolve_geometry(213, 1, width=192)
     assert (tile.image_size, tile.patch_size) == (64, 8) and "8x8 patches" in tile.why  # not 2,800 tokens
-    assert (resolve_geometry(32, 3, width=192).image_size, resolve_geometry(32, 3, width=192).patch_size) == (32, 4)
-    assert resolve_geometry(28, 1, width=192).image_size == 28
+    cifar = resolve_geometry(32, 3, width=128)  # CPU: the larger patch that keeps 4x4 (16 tokens)
+    assert (cifar.image_size, cifar.patch_size) == (32, 8)
+    assert (resolve_geometry(32, 3, width=768, gpu=True).patch_size) == 4  # GPU: more tokens
+    assert (resolve_geometry(28, 1, width=128).image_size, resolve_geometry(28, 1, width=128).patch_size) == (28, 4)
+    assert (resolve_geometry(8, 1, width=128).image_size, resolve_geometry(8, 1, width=128).patch_size) == (8, 4)
     gpu = resolve_geometry(500, 3, width=768, gpu=True)
     assert (gpu.image_size, gpu.patch_size) == (224, 16)  # ViT-B/16 at 224 px
     assert resolve_geometry(213, 1, patch_size=4).image_size == 32  # a set patch: the side follows it

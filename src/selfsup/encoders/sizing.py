@@ -10,10 +10,15 @@ and anomaly detection on a run read the run's own size. The rule, sized to the m
 - a CPU gets at most CPU_GRID x CPU_GRID patches per image (64 tokens; attention costs grow with
   their square and a 213-px tile at 4-px patches would be 2,800), a GPU GPU_GRID x GPU_GRID
   (ViT-B/16 at 224 px);
-- when the patch size is not set, the largest side within those limits wins, with the smallest
-  patch from PATCH_SIZES that reaches it and whose pixels (p * p * channels) fit the width of the
-  network, or ViT-Tiny's 192 for a narrower one (the patch embedding is then not a bottleneck): a
-  grey 213-px tile on a CPU gets 64 px at 8-px patches, CIFAR's 32 px stays at 4-px patches.
+- when the patch size is not set, the largest side within those limits wins, among patches from
+  PATCH_SIZES whose pixels (p * p * channels) fit the width of the network, or ViT-Tiny's 192 for
+  a narrower one (the patch embedding is then not a bottleneck). On a GPU the smallest such patch
+  reaching that side wins (more tokens); on a CPU the largest that still leaves CPU_MIN_GRID x
+  CPU_MIN_GRID patches, because at CPU budgets tokens per image are the lever for quality per
+  second: on CIFAR-10 8-px patches (16 tokens) beat 4-px ones (64) for MAE and SimCLR alike after
+  10 CPU-minutes, on validation data (BENCHMARKS.md, "the recipe, chosen on validation data"). A
+  grey 213-px tile on a CPU gets 64 px at 8-px patches, CIFAR's 32 px gets 8-px patches (4x4),
+  28-px images 4-px patches (7x7), and ViT-B/16 at 224 px on a GPU.
 
 An explicit size that the patch does not divide is an error naming the nearest valid sizes.
 
@@ -32,7 +37,8 @@ import torch
 from selfsup.encoders.vit import PRESETS
 
 MAX_SIDE = 224  # no default side above this
-CPU_GRID, GPU_GRID = 8, 14  # patches per side by default: 64 tokens on a CPU, 196 on a GPU
+CPU_GRID, GPU_GRID = 8, 14  # patches per side by default: at most 64 tokens on a CPU, 196 on a GPU
+CPU_MIN_GRID = 4  # a CPU default takes the largest patch that keeps at least 4x4 of them
 PATCH_SIZES = (4, 8, 16, 32)
 
 
@@ -92,7 +98,9 @@ def resolve_geometry(
         return Geometry(size, patch_size, f"image size {size} px for patch {patch_size}: {n}x{n} patches, the {where}"
                         f" (data {native} px; set data.image_size to choose)")
     fits = [p for p in PATCH_SIZES if p * p * channels <= max(width or 192, 192)] or [PATCH_SIZES[0]]
-    best = max(fits, key=lambda p: (valid_size(min(side, p * grid), p), -p))
+    if not gpu:  # fewer tokens per image where a patch grid of CPU_MIN_GRID still covers the side
+        fits = [p for p in fits if valid_size(side, p) // p >= CPU_MIN_GRID] or fits[:1]
+    best = max(fits, key=lambda p: (valid_size(min(side, p * grid), p), p if not gpu else -p))
     size = valid_size(min(side, best * grid), best)
     n = size // best
     return Geometry(size, best, f"image size {size} px, patch {best}: {n}x{n} patches, the {where} (data {native} "
@@ -116,5 +124,5 @@ def encoder_width(cfg) -> int | None:
     return cfg.width or PRESETS.get(cfg.size, {}).get("width")
 
 
-__all__ = ["CPU_GRID", "CPU_VIT", "GPU_GRID", "GPU_VIT", "Geometry", "MAX_SIDE", "PATCH_SIZES", "check_size",
-           "default_vit", "encoder_width", "on_gpu", "resolve_geometry", "valid_size"]
+__all__ = ["CPU_GRID", "CPU_MIN_GRID", "CPU_VIT", "GPU_GRID", "GPU_VIT", "Geometry", "MAX_SIDE", "PATCH_SIZES",
+           "check_size", "default_vit", "encoder_width", "on_gpu", "resolve_geometry", "valid_size"]
