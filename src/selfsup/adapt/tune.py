@@ -20,6 +20,7 @@ records can say what each encoder got.
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -57,8 +58,8 @@ def fit_tuned(
     candidate starts from the same weights). images uint8 (N, C, H, W) (or any modality's inputs,
     ``data.inputs``), labels (N,). Returns the
     final model in eval mode and {"lr", "steps", "epochs", "selection", "val_top1", "val_loss",
-    "n_train", "n_val", "hit_cap", "grid": [per learning rate: lr, val_top1, val_loss,
-    best_step, stopped]}.
+    "n_train", "n_val", "hit_cap", "seconds" (the final training's), "grid": [per learning rate:
+    lr, val_top1, val_loss, best_step, stopped, seconds]}.
     """
     x = to_device(as_inputs(images), device)
     y = torch.as_tensor(np.asarray(labels)).long().to(device)
@@ -67,29 +68,33 @@ def fit_tuned(
     if counts[counts > 0].min() < 2:  # a class with one label: nothing to hold out for it
         lr = recipe.lr * sorted(recipe.lr_grid)[len(recipe.lr_grid) // 2]
         r = replace(recipe, lr=lr)
+        t0 = time.perf_counter()
         model, fit = _seeded(seed, device, lambda g: _train(make_model, x, y, r, g))
         info = {"lr": lr, "steps": fit["steps"], "epochs": fit["steps"] / epoch_steps(len(y), r.batch_size),
                 "selection": "none (a class has one label): middle lr, stopped when the training loss stopped "
                              "improving", "val_top1": None, "val_loss": None, "n_train": len(y), "n_val": 0,
-                "hit_cap": fit["stopped"] == "cap", "grid": []}
+                "hit_cap": fit["stopped"] == "cap", "seconds": time.perf_counter() - t0, "grid": []}
         return model, info
     val = (take(x, val_idx), y[val_idx])
     part = take(x, train_idx)
     grid = []
     for m in recipe.lr_grid:
         r = replace(recipe, lr=recipe.lr * m)
+        t0 = time.perf_counter()
         _, fit = _seeded(seed, device, lambda g, r=r: _train(make_model, part, y[train_idx], r, g, val=val))
         grid.append({"lr": r.lr, "val_top1": fit["val_top1"], "val_loss": fit["val_loss"],
-                     "best_step": fit["best_step"], "stopped": fit["stopped"]})
+                     "best_step": fit["best_step"], "stopped": fit["stopped"], "seconds": time.perf_counter() - t0})
     best = max(grid, key=lambda c: (c["val_top1"], -c["val_loss"]))
     epochs = best["best_step"] / epoch_steps(len(train_idx), recipe.batch_size)
     steps = max(1, round(epochs * epoch_steps(len(y), recipe.batch_size)))
     final = replace(recipe, lr=best["lr"])
+    t0 = time.perf_counter()
     model, _ = _seeded(seed, device, lambda g: _train(make_model, x, y, final, g, steps=steps))
     info = {"lr": best["lr"], "steps": steps, "epochs": epochs,
             "selection": f"lr and length chosen on {len(val_idx)} held-out labels, then re-trained on all",
             "val_top1": best["val_top1"], "val_loss": best["val_loss"], "n_train": len(train_idx),
-            "n_val": len(val_idx), "hit_cap": any(c["stopped"] == "cap" for c in grid), "grid": grid}
+            "n_val": len(val_idx), "hit_cap": any(c["stopped"] == "cap" for c in grid),
+            "seconds": time.perf_counter() - t0, "grid": grid}
     return model, info
 
 

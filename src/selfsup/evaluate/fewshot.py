@@ -51,8 +51,8 @@ FROZEN = ("knn", "linear")
 BASELINES = ("raw", "scratch", "foundation")  # and the supervised ones of evaluate.baselines
 SUPERVISED = "supervised"  # the protocol of whole supervised models (gbdt, minirocket)
 EVERY_SEED = (*FROZEN, SUPERVISED)  # cheap enough to run on every draw; fine-tuning runs on the first few
-CHOSEN = ("k", "standardize", "C", "lr", "steps", "epochs", "alpha", *("min_samples_leaf", "max_leaf_nodes",
-                                                                      "learning_rate", "max_iter"))
+CHOSEN = ("k", "standardize", "C", "lr", "steps", "epochs", "alpha", "seconds", "tuning_seconds",
+          *("min_samples_leaf", "max_leaf_nodes", "learning_rate", "max_iter"))
 DEFAULT_BASELINES = ("raw", "scratch")
 DEFAULT_SEEDS, DEFAULT_FINETUNE_SEEDS = 5, 3  # frozen probes are cheap, fine-tuning is not
 
@@ -231,7 +231,8 @@ def evaluate_few_label(
                             model = make_scratch_encoder().to(device)
                     probs, info = finetune(model, take(train_images, idx), y, test_images, num_classes, seed=seed,
                                            recipe=recipes[protocol], lora=protocol == "lora", device=device)
-                    info = {k: v for k, v in info.items() if k not in ("grid",)}
+                    info = {k: v for k, v in info.items() if k != "grid"} | {
+                        "tuning_seconds": sum(c["seconds"] for c in info["grid"])}
                     done += 1
                 for metric, v in scores_metrics(probs, test_labels, num_classes).items():
                     values.setdefault((protocol, enc, metric), []).append(v)
