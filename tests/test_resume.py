@@ -116,22 +116,21 @@ def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path: Path
     folder), and ends with exactly the weights of a run never stopped: same batches, same masks
     and augmentations, same optimizer state. Over a built-in, an image folder and an npz."""
     data = "digits:train" if kind == "builtin" else resume_data(tmp_path, kind)
-    steps, run = 40, tmp_path / "killed"
+    steps, run = 120, tmp_path / "killed"
     cmd = [str(Path(sys.executable).with_name("selfsup")), "pretrain", "--method", "mae", "--data", data,
            "--steps", str(steps), "--out", str(run), *TINY]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    delay = random.uniform(0.0, 0.4)
+    target = random.randint(1, steps // 2)  # killed once its checkpoints reach a random step, however fast it runs
     try:
         deadline = time.monotonic() + 120
-        while not (run / "checkpoints" / "last.ckpt").exists() and proc.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.02)
-        time.sleep(delay)
+        while checkpoint_step(run / "checkpoints" / "last.ckpt") < target and proc.poll() is None:
+            assert time.monotonic() < deadline, f"no checkpoint of step {target} within 120 s"
+            time.sleep(0.005)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     killed_at = int(safe_torch_load(newest_good_checkpoint(run / "checkpoints"))["global_step"])
-    assert 1 <= killed_at < steps and not (run / "method.safetensors").exists(), (killed_at, delay)
+    assert 1 <= killed_at < steps and not (run / "method.safetensors").exists(), (killed_at, target)
 
     again = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env(), capture_output=True, text=True)
     assert again.returncode == 0 and "resuming from" in again.stdout, again.stderr[-2000:]
@@ -139,7 +138,15 @@ def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path: Path
     resumed, straight = load_file(run / "method.safetensors"), load_file(reference / "method.safetensors")
     assert set(resumed) == set(straight)
     for k in straight:
-        assert torch.equal(resumed[k], straight[k]), (k, killed_at, delay)
+        assert torch.equal(resumed[k], straight[k]), (k, killed_at)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint another process writes atomically; 0 before the first."""
+    try:
+        return int(safe_torch_load(path)["global_step"]) if path.exists() else 0
+    except (ValueError, KeyError):  # replaced between the check and the read
+        return 0
 
 
 def stream_keys(loader, n: int) -> tuple[list[list[str]], dict[int, tuple[int, int, int]]]:
