@@ -365,6 +365,8 @@ def test_paired_interval_matches_a_hand_worked_example():
         "SSL Fine-tuning beats scratch by +0.100 top1 (95 % CI +0.035 to +0.165, 4 draws)")
     m, lo, hi = paired_interval([0.5, 0.6, 0.4], [0.5, 0.5, 0.5])
     assert lo < 0 < hi and "no significant difference" in sentence("knn", "ssl", "raw", "top1", m, lo, hi, 3)
+    assert sentence("finetune", "ssl", "scratch", "top1", -mean, -high, -low, 4) == (  # the interval of what is said
+        "scratch beats SSL Fine-tuning by +0.100 top1 (95 % CI +0.035 to +0.165, 4 draws)")
     m, lo, hi = paired_interval([0.5, 0.52, 0.51], [0.6, 0.61, 0.63])
     assert sentence("linear", "ssl", "raw", "top1", m, lo, hi, 3).startswith("raw beats SSL")
 

@@ -49,13 +49,14 @@ def sentence(protocol: str, encoder: str, baseline: str, metric: str, diff: floa
     name = f"{encoder.upper() if encoder == 'ssl' else encoder} {PROTOCOLS.get(protocol, protocol).split(' (')[0]}"
     if math.isnan(low):
         return f"{name} vs {baseline}: {diff:+.3f} {metric} from {n} draw; no interval (give more seeds)"
-    ci = f"(95 % CI {low:+.3f} to {high:+.3f}, {n} draws)"
+    def ci(lo: float, hi: float) -> str:
+        return f"(95 % CI {lo:+.3f} to {hi:+.3f}, {n} draws)"
+
     if low <= 0 <= high:
-        return f"{name} vs {baseline}: no significant difference in {metric} ({diff:+.3f}, {ci[1:]}"
-    better = (diff > 0) != lower_is_better(metric)
-    if better:
-        return f"{name} beats {baseline} by {diff:+.3f} {metric} {ci}"
-    return f"{baseline} beats {name} by {-diff:+.3f} {metric} {ci}"
+        return f"{name} vs {baseline}: no significant difference in {metric} ({diff:+.3f}, {ci(low, high)[1:]}"
+    if (diff > 0) != lower_is_better(metric):
+        return f"{name} beats {baseline} by {diff:+.3f} {metric} {ci(low, high)}"
+    return f"{baseline} beats {name} by {-diff:+.3f} {metric} {ci(-high, -low)}"  # the interval of what is stated
 
 
 def _key(rec: dict) -> tuple:
