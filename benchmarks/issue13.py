@@ -77,6 +77,15 @@ class Bench:
         return ss.pretrain(data, "mae", budget="10s" if self.smoke else budget, out=run, overrides=over,
                            data_options=options, progress=False, log=self.log)
 
+    def evaluated(self, run: Path) -> list[dict]:
+        """The few-label records a run already holds (an interrupted benchmark is not evaluated twice)."""
+        path = run / "metrics.json"
+        recs = json.loads(path.read_text()) if path.is_file() else []
+        if any(r.get("protocol") == "finetune" for r in recs):
+            self.log(f"{run}: evaluated already, reusing its records")
+            return [r for r in recs if r.get("protocol") != "pretrain"]
+        return []
+
     def add(self, group: str, task: str, setting: str, cells: dict[str, float], lower: bool = False,
             reference: float | None = None) -> None:
         cells = {k: v for k, v in cells.items() if v is not None}
@@ -88,7 +97,7 @@ class Bench:
         for name, ext in list(UCR.items())[: 1 if self.smoke else None]:
             train, test = (str(DATA / "timeseries/ucr" / name / f"{name}_{s}.{ext}") for s in ("TRAIN", "TEST"))
             run = self.pretrain(train, f"ucr-{name}", UCR_BUDGET[name])
-            recs = ss.evaluate(run, test, train_data=train, shots=[5], label_fractions=[1.0],
+            recs = self.evaluated(run) or ss.evaluate(run, test, train_data=train, shots=[5], label_fractions=[1.0],
                                seeds=2 if self.smoke else 5, finetune_seeds=1 if self.smoke else 3,
                                recipe=QUICK if self.smoke else None, log=self.log)
             for setting in ("5-shot", "100%"):
