@@ -61,15 +61,18 @@ def adbench_budget(path: Path, cap: int = 10) -> str:
 
 
 class Bench:
-    def __init__(self, out: Path, smoke: bool, log: Callable[[str], None], adbench_cap: int = 10) -> None:
-        self.out, self.smoke, self.log, self.adbench_cap = out, smoke, log, adbench_cap
+    def __init__(self, out: Path, smoke: bool, log: Callable[[str], None], adbench_cap: int = 10,
+                 collect: bool = False) -> None:
+        self.out, self.smoke, self.log, self.adbench_cap, self.collect = out, smoke, log, adbench_cap, collect
         self.rows: list[dict] = []
 
-    def pretrain(self, data: str, name: str, budget: str, **options) -> Path:
+    def pretrain(self, data: str, name: str, budget: str, **options) -> Path | None:
         run = self.out / name
         if (run / "encoder.safetensors").is_file():
             self.log(f"{run}: pretrained already, reusing it")
             return run
+        if self.collect:
+            return None
         over = ["train.clock=cpu", "data.num_workers=0"]
         if self.smoke:
             over += ["encoder.size=custom", "encoder.width=32", "encoder.depth=1", "encoder.heads=4",
@@ -77,14 +80,15 @@ class Bench:
         return ss.pretrain(data, "mae", budget="10s" if self.smoke else budget, out=run, overrides=over,
                            data_options=options, progress=False, log=self.log)
 
-    def evaluated(self, run: Path) -> list[dict]:
-        """The few-label records a run already holds (an interrupted benchmark is not evaluated twice)."""
-        path = run / "metrics.json"
-        recs = json.loads(path.read_text()) if path.is_file() else []
-        if any(r.get("protocol") == "finetune" for r in recs):
+    def evaluated(self, run: Path | None, protocol: str) -> list[dict] | None:
+        """The records a run already holds (an interrupted benchmark is not evaluated twice): those of
+        every protocol but pretraining once one of ``protocol`` is there, else None."""
+        path = run / "metrics.json" if run is not None else None
+        recs = json.loads(path.read_text()) if path is not None and path.is_file() else []
+        if any(r.get("protocol") == protocol for r in recs):
             self.log(f"{run}: evaluated already, reusing its records")
             return [r for r in recs if r.get("protocol") != "pretrain"]
-        return []
+        return [] if self.collect else None
 
     def add(self, group: str, task: str, setting: str, cells: dict[str, float], lower: bool = False,
             reference: float | None = None) -> None:
@@ -97,9 +101,13 @@ class Bench:
         for name, ext in list(UCR.items())[: 1 if self.smoke else None]:
             train, test = (str(DATA / "timeseries/ucr" / name / f"{name}_{s}.{ext}") for s in ("TRAIN", "TEST"))
             run = self.pretrain(train, f"ucr-{name}", UCR_BUDGET[name])
-            recs = self.evaluated(run) or ss.evaluate(run, test, train_data=train, shots=[5], label_fractions=[1.0],
-                               seeds=2 if self.smoke else 5, finetune_seeds=1 if self.smoke else 3,
-                               recipe=QUICK if self.smoke else None, log=self.log)
+            recs = self.evaluated(run, "finetune")
+            if recs is None:
+                recs = ss.evaluate(run, test, train_data=train, shots=[5], label_fractions=[1.0],
+                                   seeds=2 if self.smoke else 5, finetune_seeds=1 if self.smoke else 3,
+                                   recipe=QUICK if self.smoke else None, log=self.log)
+            if not recs:
+                continue
             for setting in ("5-shot", "100%"):
                 self.add("UCR/UEA (top-1 accuracy)", name, setting, pick(recs, setting, "top1", [
                     ("knn", "ssl"), ("linear", "ssl"), ("finetune", "ssl"), ("supervised", "minirocket"),
@@ -108,8 +116,13 @@ class Bench:
     def fraud(self) -> None:
         data = str(DATA / "creditcard" / "creditcard_sample.csv")
         run = self.pretrain(data, "fraud", "5m", target="Class", split="train", drop=["Time"])
-        recs = ss.evaluate(run, data, label_fractions=[0.01, 0.1], seeds=2 if self.smoke else 5,
-                           finetune_seeds=1 if self.smoke else 3, recipe=QUICK if self.smoke else None, log=self.log)
+        recs = self.evaluated(run, "finetune")
+        if recs is None:
+            recs = ss.evaluate(run, data, label_fractions=[0.01, 0.1], seeds=2 if self.smoke else 5,
+                               finetune_seeds=1 if self.smoke else 3, recipe=QUICK if self.smoke else None,
+                               log=self.log)
+        if not recs:
+            return
         for setting in ("1%", "10%"):
             self.add("Credit-card fraud (AUPRC)", "creditcard", setting, pick(recs, setting, "auprc", [
                 ("knn", "ssl"), ("linear", "ssl"), ("finetune", "ssl"), ("supervised", "gbdt"), ("linear", "raw"),
@@ -120,9 +133,13 @@ class Bench:
         for path in [p for p in sets if p.stem in ("15_Hepatitis", "46_WPBC")] if self.smoke else sets:
             run = self.pretrain(str(path), f"adbench-{path.stem}", adbench_budget(path, self.adbench_cap),
                                  split="train")
-            bank = ss.anomaly_fit(run, str(path), log=self.log)
-            recs = ss.anomaly_score(bank, str(path), report=False, log=self.log)
-            by = {(r["encoder"], r["detector"], r["metric"]): r["mean"] for r in recs}
+            recs = self.evaluated(run, "anomaly")
+            if recs is None:
+                bank = ss.anomaly_fit(run, str(path), log=self.log)
+                recs = ss.anomaly_score(bank, str(path), report=False, log=self.log)
+            if not recs:
+                continue
+            by = {(r["encoder"], r["detector"], r["metric"]): r["mean"] for r in recs if "detector" in r}
             for metric in ("auroc", "auprc"):
                 self.add(f"ADBench unsupervised ({metric.upper()})", path.stem, "70/30",
                          {f"{e} {d}": by.get((e, d, metric)) for e, d in (("ssl", "knn"), ("ssl", "reconstruction"),
@@ -133,8 +150,12 @@ class Bench:
         window = 96 if self.smoke else 336
         run = self.pretrain(data, "ett-ETTh1", "10m", window=window, stride=window // 8)
         horizons = [96] if self.smoke else [96, 336]
-        recs = ss.forecast(run, data, horizons=horizons, lookback=window, steps=5 if self.smoke else 300,
-                           log=self.log)
+        recs = self.evaluated(run, "forecast-linear")
+        if recs is None:
+            recs = ss.forecast(run, data, horizons=horizons, lookback=window, steps=5 if self.smoke else 300,
+                               log=self.log)
+        if not recs:
+            return
         for h in horizons:
             cells = {f"{p.split('-')[1]} {e}": next((r["mean"] for r in recs if r["protocol"] == p and r["encoder"] == e
                                                      and r["horizon"] == h and r["metric"] == "mse"), None)
@@ -180,6 +201,8 @@ def main() -> None:
                     "shared 2-core machine)")
     ap.add_argument("--adbench-minutes", type=int, default=10,
                     help="cap on each ADBench set's pretraining budget (24 sets: 10 is hours, 1 is about 40 minutes)")
+    ap.add_argument("--collect", action="store_true",
+                    help="only gather the tables from the run folders already in --out; run nothing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -191,7 +214,7 @@ def main() -> None:
         logfile.write(msg + "\n")
         logfile.flush()
 
-    bench = Bench(out, args.smoke, log, args.adbench_minutes)
+    bench = Bench(out, args.smoke, log, args.adbench_minutes, args.collect)
     t0 = time.monotonic()
     for part in args.only.split(","):
         getattr(bench, part.strip())()
