@@ -22,18 +22,6 @@ OURS="$OUTDIR/selfsup-$NAME"
 ( $PEER_PY benchmarks/peers/lightly_simclr_cifar10.py --data "$D" --budget "$BUDGET" --snapshots "5m,10m,$BUDGET" \
     --out "$OUTDIR/lightly" > "$OUTDIR/lightly.log" 2>&1 ) &
 wait
-for snap in 5m 10m "$BUDGET"; do
-  for split in train test; do
-    [ $split = train ] && data="$D/train-{000000..000004}.tar.gz" || data="$D/test-000000.tar.gz"
-    $S embed "$OURS/snapshots/$snap/encoder.safetensors" --data "$data" --out "$OURS/$split-$snap.npz"
-  done
-  $PY - "$OURS" "$snap" <<'PYEOF'
-import sys, numpy as np
-out, snap = sys.argv[1:]
-tr, te = np.load(f"{out}/train-{snap}.npz"), np.load(f"{out}/test-{snap}.npz")
-np.savez(f"{out}/features-{snap}.npz", train=tr["features"], train_labels=tr["labels"], test=te["features"],
-         test_labels=te["labels"])
-PYEOF
-done
+bash "$(dirname "$0")/snapshot_features.sh" "$OURS" 5m 10m "$BUDGET"
 $PY benchmarks/knn_from_features.py "$OURS"/features-*.npz "$OUTDIR"/lightly/features-*.npz --json \
   | tee "$OUTDIR/knn.json"
