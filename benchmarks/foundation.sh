@@ -49,10 +49,13 @@ mkdir -p "$OUT"
 # few-label comparison on one data set: continued and distilled runs, each evaluated beside the foundation
 compare() {  # NAME TRAIN_DATA TEST_DATA MONITOR_DATA FRACTIONS
   local name=$1 train=$2 test=$3 monitor=$4 fractions=$5
-  $S pretrain --method "$METHOD" --init "$MNV2" --data "$train" --monitor "$monitor" --budget "$BUDGET" \
-    --out "$OUT/continued-$name" "${CONTINUE[@]}"
-  $S pretrain --method distill --teacher "$MNV2" --data "$train" --monitor "$monitor" --budget "$BUDGET" \
-    --out "$OUT/distilled-$name" "${STUDENT[@]}"
+  # a finished pretraining run is reused, so an interrupted benchmark only re-runs the evaluations
+  [ -f "$OUT/continued-$name/encoder.safetensors" ] || \
+    $S pretrain --method "$METHOD" --init "$MNV2" --data "$train" --monitor "$monitor" --budget "$BUDGET" \
+      --out "$OUT/continued-$name" "${CONTINUE[@]}"
+  [ -f "$OUT/distilled-$name/encoder.safetensors" ] || \
+    $S pretrain --method distill --teacher "$MNV2" --data "$train" --monitor "$monitor" --budget "$BUDGET" \
+      --out "$OUT/distilled-$name" "${STUDENT[@]}"
   for run in continued distilled; do
     $S evaluate "$OUT/$run-$name" --data "$test" --train-data "$train" --foundation "$MNV2" \
       --protocol "$PROTOCOLS" --label-fraction "$fractions" --seeds "$SEEDS" --finetune-seeds "$SEEDS" \

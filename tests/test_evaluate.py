@@ -327,6 +327,30 @@ def test_linear_regularisation_is_chosen_per_encoder():
     assert choose_c(clean[:2], y[:2], 2)["selection"].startswith("none")  # one label per class: default
 
 
+def test_choose_c_stops_scanning_once_the_score_has_fallen_twice(monkeypatch):
+    """Pure noise: the strongest regularisation is best and every weaker C scores lower, so the scan
+    fits three values of C per fold and stops; the full grid is scanned while the score keeps rising."""
+    import selfsup.evaluate.linear as lin
+
+    calls = []
+    real = lin.linear_probe
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["c"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lin, "linear_probe", counting)
+    g = torch.Generator().manual_seed(0)
+    y = np.arange(40) % 2
+    noise = torch.randn(40, 300, generator=g)
+    chosen = lin.choose_c(noise, y, 2, folds=2)
+    assert sorted(set(calls)) == list(lin.C_GRID[: lin.STOP_AFTER_FALLS + 1]) and chosen["C"] in calls
+    calls.clear()
+    clean = torch.from_numpy(np.where(y[:, None] == 1, 1.0, -1.0)).float() * torch.linspace(0.01, 1, 5)
+    lin.choose_c(clean, y, 2, folds=2)  # separable: each weaker C fits better (lower log-loss)
+    assert sorted(set(calls)) == list(lin.C_GRID)
+
+
 def test_collapsed_embedding_scores_chance_level():
     n = 50
     same = torch.ones(n, 8)

@@ -6,7 +6,11 @@ intercept): C * sum of cross-entropies + ||W||^2 / 2, here divided by C * N so t
 depend on N. It is convex and starts at zero, so full-batch L-BFGS gives the same answer every
 time, from 10 samples to 100,000, on the features' device. ``choose_c`` picks C from ``C_GRID``
 by stratified k-fold accuracy (then log-loss) on the labelled features only, for every encoder the
-same way: an untuned probe is too weak on some features and overfits others.
+same way: an untuned probe is too weak on some features and overfits others. The grid is scanned
+from strong to weak regularisation and the scan ends once the score has fallen on two values in a
+row: past the peak, weakly regularised fits on wide features run to the iteration cap without
+converging (on 4,000 x 3,072 raw CIFAR-10 pixels the three weakest took twice as long as the other
+three together, and scored worst).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from selfsup.evaluate.knn import standardize
 from selfsup.evaluate.metrics import expected_top1
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+STOP_AFTER_FALLS = 2  # the scan from strong to weak regularisation ends once the CV score has fallen twice running
 DEFAULT_C = 1.0
 
 
@@ -60,7 +65,8 @@ def linear_probe(
 
 
 def choose_c(feats: torch.Tensor, labels: np.ndarray, num_classes: int, folds: int = 5, seed: int = 0) -> dict:
-    """C from ``C_GRID`` by stratified k-fold (k = min(folds, smallest class)) on labelled ``feats``.
+    """C from ``C_GRID`` by stratified k-fold (k = min(folds, smallest class)) on labelled ``feats``,
+    scanning C upwards until the score has fallen ``STOP_AFTER_FALLS`` times in a row.
 
     Returns {"C", "selection", "cv_top1"}; with a single label in some class no fold can hold it
     out, so ``DEFAULT_C`` is kept.
@@ -72,7 +78,7 @@ def choose_c(feats: torch.Tensor, labels: np.ndarray, num_classes: int, folds: i
         return {"C": DEFAULT_C, "selection": "none (a class has one label): default", "cv_top1": None}
     splits = list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
     y = torch.as_tensor(labels).long()
-    best = None
+    best, last, falls = None, None, 0
     for c in C_GRID:
         accs, losses = [], []
         for tr, va in splits:
@@ -82,6 +88,10 @@ def choose_c(feats: torch.Tensor, labels: np.ndarray, num_classes: int, folds: i
         score = (float(np.mean(accs)), -float(np.mean(losses)))
         if best is None or score > best[0]:
             best = (score, c)
+        falls = falls + 1 if last is not None and score < last else 0
+        last = score
+        if falls == STOP_AFTER_FALLS:
+            break
     return {"C": best[1], "selection": f"{k}-fold cross-validation on {len(labels)} labels", "cv_top1": best[0][0]}
 
 
@@ -93,4 +103,4 @@ def linear_classifier(train_feats: torch.Tensor, train_labels: np.ndarray, test_
     return linear_probe(train_feats, y, test_feats, num_classes, c=chosen["C"]), chosen
 
 
-__all__ = ["choose_c", "linear_classifier", "linear_probe", "C_GRID"]
+__all__ = ["choose_c", "linear_classifier", "linear_probe", "C_GRID", "STOP_AFTER_FALLS"]
