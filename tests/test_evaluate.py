@@ -395,6 +395,24 @@ def test_paired_interval_matches_a_hand_worked_example():
     assert sentence("linear", "ssl", "raw", "top1", m, lo, hi, 3).startswith("raw beats SSL")
 
 
+def test_all_labels_identical_draws_give_no_verdict():
+    """With the whole pool every draw is the same label set: deterministic probes score the same in
+    each draw, and a zero-width interval must not be read as certainty."""
+    from selfsup.evaluate.records import record
+
+    recs = [record("t", "linear", "ssl", "top1", [0.80] * 5, label_fraction=1.0),
+            record("t", "linear", "raw", "top1", [0.79] * 5, label_fraction=1.0),
+            record("t", "finetune", "ssl", "top1", [0.80, 0.82, 0.81], label_fraction=1.0),
+            record("t", "finetune", "scratch", "top1", [0.70, 0.71, 0.69], label_fraction=1.0),
+            record("t", "linear", "ssl", "top1", [0.80] * 3, label_fraction=0.1),
+            record("t", "linear", "raw", "top1", [0.79] * 3, label_fraction=0.1)]
+    by = {(v["protocol"], v["label_fraction"]): v["verdict"] for v in verdicts(recs)}
+    assert "no interval" in by[("linear", 1.0)] and "beats" not in by[("linear", 1.0)]
+    assert by[("finetune", 1.0)].startswith("SSL Fine-tuning beats scratch") and "3 runs on all the labels" in by[
+        ("finetune", 1.0)]
+    assert "beats raw" in by[("linear", 0.1)]  # different draws that agree: a real (if narrow) interval
+
+
 def test_verdict_records_pair_the_same_draws():
     from selfsup.evaluate.records import record
 

@@ -5,7 +5,9 @@ in pairs; the difference per draw removes the luck of the draw that both share. 
 the mean paired difference with a 95 % Student-t interval (n - 1 degrees of freedom, n draws),
 and one plain sentence: "SSL fine-tune beats scratch by +0.12 (95 % CI +0.08 to +0.16)", "scratch
 beats SSL fine-tune by ...", or "no significant difference" when the interval holds 0. With one
-draw there is no interval and the sentence says so.
+draw there is no interval and the sentence says so. With all the labels every draw is the same
+set, so the interval covers only training randomness (the sentence says "runs on all the
+labels"), and identical scores in every draw (kNN, a linear probe) give no interval at all.
 
 Baselines are the other encoders of the same protocol (raw under the frozen probes, scratch
 under fine-tuning, foundation under all) and, under every protocol, the whole supervised models
@@ -44,13 +46,21 @@ def paired_interval(a: list[float], b: list[float], confidence: float = CONFIDEN
 
 
 def sentence(protocol: str, encoder: str, baseline: str, metric: str, diff: float, low: float, high: float,
-             n: int) -> str:
-    """The plain-language verdict for one comparison (``diff`` = encoder - baseline)."""
+             n: int, all_labels: bool = False) -> str:
+    """The plain-language verdict for one comparison (``diff`` = encoder - baseline).
+
+    ``all_labels``: every draw holds the whole labelled pool, so the draws differ only in training
+    randomness: the interval says so, and identical draws (deterministic models) give no verdict."""
     name = f"{encoder.upper() if encoder == 'ssl' else encoder} {PROTOCOLS.get(protocol, protocol).split(' (')[0]}"
     if math.isnan(low):
         return f"{name} vs {baseline}: {diff:+.3f} {metric} from {n} draw; no interval (give more seeds)"
+    if all_labels and low == high:
+        return (f"{name} vs {baseline}: {diff:+.3f} {metric} with all the labels, the same in all {n} draws; "
+                "no interval (the draws differ only in training randomness)")
+    runs = f"{n} runs on all the labels" if all_labels else f"{n} draws"
+
     def ci(lo: float, hi: float) -> str:
-        return f"(95 % CI {lo:+.3f} to {hi:+.3f}, {n} draws)"
+        return f"(95 % CI {lo:+.3f} to {hi:+.3f}, {runs})"
 
     if low <= 0 <= high:
         return f"{name} vs {baseline}: no significant difference in {metric} ({diff:+.3f}, {ci(low, high)[1:]}"
@@ -100,7 +110,8 @@ def verdicts(records: list[dict], encoder: str = "ssl", metrics: tuple[str, ...]
             rec = record(mine["task"], mine["protocol"], encoder, f"{metric}_difference",
                          [x - y for x, y in zip(mine["values"][:n], other["values"][:n], strict=True)], **b)
             rec.update(baseline=base, mean=diff, ci_low=low, ci_high=high, confidence=CONFIDENCE,
-                       verdict=sentence(mine["protocol"], encoder, base, metric, diff, low, high, n))
+                       verdict=sentence(mine["protocol"], encoder, base, metric, diff, low, high, n,
+                                        all_labels=mine.get("label_fraction") == 1))
             out.append(rec)
     return out
 
