@@ -172,3 +172,28 @@ def test_datasets_help_lists_tables_and_series():
 
     text = describe_sources()
     assert "table" in text and "--target" in text and "time series" in text and "long series" in text
+
+
+def test_a_wide_table_gets_a_batch_its_attention_fits(tmp_path: Path):
+    """One token per column: 256 rows of a 1,555-column table did not fit in 24 GB (ADBench's
+    17_InternetAds), so the default batch shrinks with the square of the width; a batch the user
+    sets is kept."""
+    import yaml
+
+    import selfsup.api as ss
+    from selfsup.encoders.sizing import TABLE_TOKEN_PAIRS, table_batch_size
+
+    assert table_batch_size(11, 256) == 256 and table_batch_size(1556, 256) == 8
+    assert table_batch_size(201, 256) == TABLE_TOKEN_PAIRS // 201**2 < 256
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "wide.npz", X=rng.normal(size=(40, 200)).astype(np.float32), y=np.arange(40) % 2)
+    small = ["encoder.size=custom", "encoder.width=16", "encoder.depth=1", "encoder.heads=2",
+             "method.decoder_width=16", "method.decoder_depth=1", "method.decoder_heads=2", "data.num_workers=0"]
+    said = []
+    for name, extra in (("auto", []), ("set", ["train.batch_size=16"])):
+        ss.pretrain(str(tmp_path / "wide.npz"), "mae", steps=1, out=tmp_path / name, overrides=small + extra,
+                    progress=False, log=said.append)
+    batch = {n: yaml.safe_load((tmp_path / n / "config.yaml").read_text())["train"]["batch_size"]
+             for n in ("auto", "set")}
+    assert batch == {"auto": table_batch_size(201, 256), "set": 16}
+    assert any(s.startswith(f"batch size {batch['auto']} (not 256): 201 tokens") for s in said)

@@ -17,7 +17,7 @@ from selfsup.api.evaluate import evaluate, report
 from selfsup.config import ConfigError, DataConfig, RunConfig, build_config, dump_config, load_config
 from selfsup.data import open_source
 from selfsup.encoders import EncoderConfig
-from selfsup.encoders.sizing import default_vit, encoder_width, on_gpu, resolve_geometry
+from selfsup.encoders.sizing import default_vit, encoder_width, on_gpu, resolve_geometry, table_batch_size
 from selfsup.evaluate.fewshot import DEFAULT_FINETUNE_SEEDS, DEFAULT_SEEDS
 from selfsup.evaluate.records import PRETRAIN_METRICS, merge_records, record
 from selfsup.methods import build_method, method_class
@@ -226,6 +226,12 @@ def pretrain(
             cfg.encoder.patch_size = geo.patch_size
         if cfg.data.image_size is None or "patch_size" not in chosen:
             log(geo.why)
+    if spec.modality == "table" and "batch_size" not in cfg.train.model_fields_set:
+        tokens = (spec.num_features or 0) + len(spec.cardinalities or []) + 1
+        if (b := table_batch_size(tokens, cfg.train.batch_size)) < cfg.train.batch_size:
+            log(f"batch size {b} (not {cfg.train.batch_size}): {tokens} tokens per row; "
+                "set train.batch_size to change it")
+            cfg.train.batch_size = b
     for k, v in spec.reader_options().items():  # images: the size and channels a resumed run reads again
         if k in DataConfig.model_fields:
             setattr(cfg.data, k, v)

@@ -22,6 +22,10 @@ and anomaly detection on a run read the run's own size. The rule, sized to the m
 
 An explicit size that the patch does not divide is an error naming the nearest valid sizes.
 
+A table is one token per column (``table_batch_size``): the default batch of 256 rows is kept up to
+127 columns and shrinks as the square of wider ones (attention maps are batch x tokens^2), to 8 rows
+at the least: 256 rows of ADBench's 1,555-column ``17_InternetAds`` took 20 GB and were killed.
+
 The network (``default_vit``): on a CPU a ViT of width 128, depth 4 and 4 heads (0.8 M parameters),
 the size every CPU recipe in BENCHMARKS.md uses: a step of a 64-token batch of 256 is a fraction of
 a second, so a 10-minute budget buys thousands of steps (a ViT-Tiny buys about 300, too few to
@@ -37,6 +41,8 @@ import torch
 from selfsup.encoders.vit import PRESETS
 
 MAX_SIDE = 224  # no default side above this
+TABLE_TOKEN_PAIRS = 256 * 128**2  # attention pairs per batch a table run keeps to by default (256 rows x 127 columns)
+MIN_TABLE_BATCH = 8
 CPU_GRID, GPU_GRID = 8, 14  # patches per side by default: at most 64 tokens on a CPU, 196 on a GPU
 CPU_MIN_GRID = 4  # a CPU default takes the largest patch that keeps at least 4x4 of them
 PATCH_SIZES = (4, 8, 16, 32)
@@ -124,5 +130,12 @@ def encoder_width(cfg) -> int | None:
     return cfg.width or PRESETS.get(cfg.size, {}).get("width")
 
 
+def table_batch_size(tokens: int, batch_size: int) -> int:
+    """The default batch for a table of ``tokens`` tokens (columns + CLS): ``batch_size`` while
+    batch x tokens^2 fits ``TABLE_TOKEN_PAIRS``, else the largest that does, at least ``MIN_TABLE_BATCH``."""
+    return max(MIN_TABLE_BATCH, min(batch_size, TABLE_TOKEN_PAIRS // tokens**2))
+
+
 __all__ = ["CPU_GRID", "CPU_MIN_GRID", "CPU_VIT", "GPU_GRID", "GPU_VIT", "Geometry", "MAX_SIDE", "PATCH_SIZES",
-           "check_size", "default_vit", "encoder_width", "on_gpu", "resolve_geometry", "valid_size"]
+           "TABLE_TOKEN_PAIRS", "check_size", "default_vit", "encoder_width", "on_gpu", "resolve_geometry",
+           "table_batch_size", "valid_size"]
