@@ -85,8 +85,9 @@ def adbench_budget(path: Path, cap: int = 10) -> str:
 
 class Bench:
     def __init__(self, out: Path, smoke: bool, log: Callable[[str], None], adbench_cap: int = 10,
-                 collect: bool = False) -> None:
+                 collect: bool = False, adbench_sets: list[str] | None = None) -> None:
         self.out, self.smoke, self.log, self.adbench_cap, self.collect = out, smoke, log, adbench_cap, collect
+        self.adbench_sets = adbench_sets
         self.rows: list[dict] = []
 
     def pretrain(self, data: str, name: str, budget: str, **options) -> Path | None:
@@ -153,6 +154,8 @@ class Bench:
 
     def adbench(self) -> None:
         sets = sorted((DATA / "tabular" / "adbench").glob("*.npz"))
+        if self.adbench_sets:  # a second process can take some sets, in its own order
+            sets = [DATA / "tabular" / "adbench" / f"{name}.npz" for name in self.adbench_sets]
         for full in [p for p in sets if p.stem in ("15_Hepatitis", "46_WPBC")] if self.smoke else sets:
             path = adbench_rows(full, self.out)
             run = self.pretrain(str(path), f"adbench-{full.stem}", adbench_budget(path, self.adbench_cap),
@@ -226,6 +229,8 @@ def main() -> None:
                     "shared 2-core machine)")
     ap.add_argument("--adbench-minutes", type=int, default=10,
                     help="cap on each ADBench set's pretraining budget (24 sets: 10 is hours, 1 is about 40 minutes)")
+    ap.add_argument("--adbench-sets", default="", help="comma-separated ADBench set names (default: all 24), in "
+                    "this order: a second process can run some of them")
     ap.add_argument("--collect", action="store_true",
                     help="only gather the tables from the run folders already in --out; run nothing")
     args = ap.parse_args()
@@ -239,7 +244,8 @@ def main() -> None:
         logfile.write(msg + "\n")
         logfile.flush()
 
-    bench = Bench(out, args.smoke, log, args.adbench_minutes, args.collect)
+    bench = Bench(out, args.smoke, log, args.adbench_minutes, args.collect,
+                  [n for n in args.adbench_sets.split(",") if n])
     t0 = time.monotonic()
     for part in args.only.split(","):
         getattr(bench, part.strip())()
