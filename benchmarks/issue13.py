@@ -180,7 +180,7 @@ class Bench:
         horizons = [96] if self.smoke else [96, 336]
         recs = self.evaluated(run, "forecast-linear")
         if recs is None:
-            recs = ss.forecast(run, data, horizons=horizons, lookback=window, steps=5 if self.smoke else 300,
+            recs = ss.forecast(run, data, horizons=horizons, lookback=window, steps=5 if self.smoke else 5000,
                                log=self.log)
         if not recs:
             return

@@ -259,6 +259,13 @@ def test_patch_forecaster_head_learns_a_sinusoid():
     model, fit = train_forecaster(model, x, y, steps=250, lr=3e-3, batch_size=64, val=(xt[:50], yt[:50]))
     err = forecast_errors(predict(model, xt), yt)
     assert err["mse"] < 0.05 and 0 < fit["best_step"] <= 250  # predicting zeros scores ~0.6
+    # validation targets that training cannot fit: it stops after `patience` checks without a gain, far
+    # below the cap, and keeps the best weights
+    noise = (xt[:50], np.random.default_rng(0).normal(size=yt[:50].shape).astype(np.float32))
+    _, fit = train_forecaster(PatchForecaster(build_encoder(TINY, InputSpec(modality="series", channels=2,
+                                                                            series_length=48)), 48, 24),
+                              x, y, steps=5000, lr=3e-3, batch_size=64, val=noise, eval_every=10, patience=2)
+    assert fit["steps"] < 1000 and not fit["hit_cap"] and fit["best_step"] <= fit["steps"] - 20
     frozen = PatchForecaster(enc, 48, 24)
     before = [p.clone() for p in enc.parameters()]
     train_forecaster(frozen, x[:64], y[:64], steps=2, freeze_encoder=True)

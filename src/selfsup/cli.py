@@ -391,7 +391,8 @@ def forecast(
     horizon: Annotated[list[str] | None, typer.Option(help="steps ahead (comma list)")] = None,
     lookback: Annotated[int, typer.Option(help="steps the forecast sees")] = 336,
     protocol: Annotated[list[str] | None, typer.Option(help="linear (closed-form heads), finetune")] = None,
-    steps: Annotated[int, typer.Option(help="finetune: Adam steps for ssl and scratch alike")] = 300,
+    steps: Annotated[int, typer.Option(help="finetune: at most this many Adam steps, for ssl and scratch alike "
+                                       "(each stops when its validation MSE stops improving)")] = 5000,
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
     """Long-horizon forecasting: a linear head on the frozen encoder vs a DLinear-style linear model, and the

@@ -52,7 +52,7 @@ def forecast(
     horizons: Sequence[int] = (96, 336),
     lookback: int = 336,
     protocols: Sequence[str] = PROTOCOLS,
-    steps: int = 300,
+    steps: int = 5000,
     lr: float = 1e-3,
     batch_size: int = 32,
     scheme: str | None = None,
@@ -63,8 +63,9 @@ def forecast(
 
     ``horizons``: steps ahead; ``lookback``: steps seen; ``scheme``: the split ("ett_hour",
     "ett_minute", "ratio"; default from the file: ETTh* / ETTm* of full length, else 70 / 10 / 20 %).
-    ``protocols``: "linear" (closed-form heads) and / or "finetune" (``steps`` Adam steps of
-    ``batch_size`` windows at ``lr`` for ssl and scratch). Records (task = the file's name,
+    ``protocols``: "linear" (closed-form heads) and / or "finetune" (Adam on ``batch_size`` windows
+    at ``lr`` for ssl and scratch alike, each until its validation MSE stops improving, at most
+    ``steps``). Records (task = the file's name,
     ``horizon``, ``lookback``) are merged into the run's ``metrics.json`` and returned; the first
     horizon's forecasts of three test windows go to ``RUN/figures/forecast.png``.
     """
@@ -131,10 +132,12 @@ def forecast(
                 err = forecast_errors(predict(model, xt), yt)
                 for metric in ("mse", "mae"):
                     recs.append(record(series.name, "forecast-finetune", name, metric, [err[metric]], horizon=h,
-                                       **extra, steps=steps, lr=lr, batch_size=batch_size, best_step=fit["best_step"],
-                                       val_mse=fit["val_mse"], n_train=len(x), n_test=len(xt)))
+                                       **extra, steps=fit["steps"], lr=lr, batch_size=batch_size,
+                                       best_step=fit["best_step"], val_mse=fit["val_mse"], n_train=len(x),
+                                       n_test=len(xt), **({"hit_cap": True} if fit["hit_cap"] else {})))
                 log(f"{series.name} H={h} finetune/{name}: mse {err['mse']:.4f} mae {err['mae']:.4f} "
-                    f"(best of {steps} steps at {fit['best_step']})")
+                    f"(best at step {fit['best_step']} of {fit['steps']}"
+                    + (", still improving at the cap" if fit["hit_cap"] else ", then stopped improving") + ")")
     merge_records(run / runs.METRICS, recs)
     log(format_table(recs))
     if shown:

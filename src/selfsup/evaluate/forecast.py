@@ -115,26 +115,28 @@ def train_forecaster(
     x: np.ndarray,
     y: np.ndarray,
     *,
-    steps: int = 300,
+    steps: int = 5000,
     lr: float = 1e-3,
     batch_size: int = 32,
     freeze_encoder: bool = False,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     eval_every: int = 50,
+    patience: int = 4,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> tuple[PatchForecaster, dict]:
-    """Adam on the MSE of windows X (N, C, L) -> Y (N, C, H) for ``steps`` batches drawn at random;
+    """Adam on the MSE of windows X (N, C, L) -> Y (N, C, H) in batches drawn at random;
     ``freeze_encoder`` trains the head only. With ``val`` (windows of the validation split) the
-    weights with the lowest validation MSE, checked every ``eval_every`` steps and at the end, are
-    kept (the benchmarks' early stopping). Returns the model in eval mode and {"steps", "best_step",
-    "val_mse"}."""
+    validation MSE is checked every ``eval_every`` steps: training stops once it has not improved
+    for ``patience`` checks (at most ``steps``), and the best weights are kept, so a network that
+    learns slowly (from scratch) trains as long as it improves. Without ``val`` it runs ``steps``.
+    Returns the model in eval mode and {"steps" run, "best_step", "val_mse", "hit_cap"}."""
     g = torch.Generator().manual_seed(seed)
     model.to(device).train()
     for p in model.encoder.parameters():
         p.requires_grad_(not freeze_encoder)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    best, best_state, best_step = float("inf"), None, 0
+    best, best_state, best_step, since, step = float("inf"), None, 0, 0, 0
     for step in range(1, steps + 1):
         idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=g).numpy()
         xb = torch.tensor(np.asarray(x[idx]), dtype=torch.float32, device=device)  # a copy of read-only views
@@ -147,12 +149,15 @@ def train_forecaster(
             mse = forecast_errors(predict(model, val[0], device=device), val[1])["mse"]
             model.train()
             if mse < best:
-                best, best_step, best_state = mse, step, copy.deepcopy(model.state_dict())
+                best, best_step, best_state, since = mse, step, copy.deepcopy(model.state_dict()), 0
+            elif (since := since + 1) >= patience:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     for p in model.encoder.parameters():
         p.requires_grad_(True)
-    return model.eval(), {"steps": steps, "best_step": best_step or steps, "val_mse": best if val is not None else None}
+    return model.eval(), {"steps": step, "best_step": best_step or step, "val_mse": best if val is not None else None,
+                          "hit_cap": val is not None and best_step == steps}
 
 
 @torch.no_grad()
