@@ -106,7 +106,8 @@ def pretrain(
 def evaluate(
     run: Annotated[str, typer.Argument(help=SOURCE_HELP + " (its records say encoder 'foundation')")],
     data: Annotated[str, typer.Option(help="labelled evaluation data (split into pool/test unless --train-data)")],
-    protocol: Annotated[list[str] | None, typer.Option(help="knn, linear, finetune, lora (or comma list)")] = None,
+    protocol: Annotated[list[str] | None, typer.Option(
+        help="knn, linear, finetune, lora, semi, hybrid (or comma list)")] = None,
     baselines: Annotated[str | None, typer.Option(
         help="encoders to compare against: raw (the raw input; knn, linear), scratch (the same network from "
         "random weights; finetune), gbdt (tables) and minirocket (series) (whole supervised models); each gets "

@@ -7,6 +7,10 @@ encoder gets the same draws, so their scores pair up for the verdict (``evaluate
 - ``knn`` and ``linear`` run on frozen features (extracted once per image); k and the
   regularisation are chosen per encoder on the labels only (``knn.choose_knn``,
   ``linear.choose_c``).
+- ``semi`` propagates the draw's labels over the kNN graph of the whole unlabelled pool
+  (``evaluate.semi``; the test set is classified inductively), and ``hybrid`` is the linear probe on
+  the encoder's features concatenated with the raw input (the raw input alone is its baseline);
+  both run for every encoder alike, and ``semi`` also on MiniRocket's features when that baseline runs.
 - ``finetune`` and ``lora`` train a copy with the learning rate and length chosen on held-out
   labels (``adapt.tune.fit_tuned``): no encoder is stopped at a fixed step count.
 
@@ -42,16 +46,21 @@ from selfsup.evaluate.knn import knn_probe
 from selfsup.evaluate.linear import linear_classifier
 from selfsup.evaluate.metrics import scores_metrics
 from selfsup.evaluate.records import record
+from selfsup.evaluate.semi import semi_probe
 
 # What `selfsup evaluate` runs unless told; LoRA (adapters on the attention projections,
 # ``selfsup.adapt.lora``) needs peft, so it runs when asked (and in the label-efficiency curve).
 DEFAULT_PROTOCOLS = ("knn", "linear", "finetune")
 FEW_LABEL_PROTOCOLS = (*DEFAULT_PROTOCOLS, "lora")
 FROZEN = ("knn", "linear")
+POOL_PROTOCOLS = ("semi", "hybrid")  # on frozen features too, asked for by name (evaluate.semi; raw concatenated)
+PROTOCOL_NAMES = (*FEW_LABEL_PROTOCOLS, *POOL_PROTOCOLS)
+FEATURES = (*FROZEN, *POOL_PROTOCOLS)  # the protocols that run on extracted features
+MINIROCKET_FEATURES = "minirocket-features"  # the MiniRocket baseline's features under semi
 BASELINES = ("raw", "scratch", "foundation")  # and the supervised ones of evaluate.baselines
 SUPERVISED = "supervised"  # the protocol of whole supervised models (gbdt, minirocket)
-EVERY_SEED = (*FROZEN, SUPERVISED)  # cheap enough to run on every draw; fine-tuning runs on the first few
-CHOSEN = ("k", "standardize", "C", "lr", "steps", "epochs", "alpha", "seconds", "tuning_seconds",
+EVERY_SEED = (*FEATURES, SUPERVISED)  # cheap enough to run on every draw; fine-tuning runs on the first few
+CHOSEN = ("k", "standardize", "C", "pool", "lr", "steps", "epochs", "alpha", "seconds", "tuning_seconds",
           *("min_samples_leaf", "max_leaf_nodes", "learning_rate", "max_iter"))
 DEFAULT_BASELINES = ("raw", "scratch")
 DEFAULT_SEEDS, DEFAULT_FINETUNE_SEEDS = 5, 3  # frozen probes are cheap, fine-tuning is not
@@ -61,24 +70,35 @@ def plan(protocols: Sequence[str], baselines: Sequence[str], *, scratch: bool,
          foundation: bool, supervised: Sequence[str] = ()) -> list[tuple[str, str]]:
     """(protocol, encoder) pairs to run: ssl under every protocol, each baseline where it applies, and
     each ``supervised`` baseline (by name) under "supervised"."""
-    unknown = set(protocols) - set(FEW_LABEL_PROTOCOLS)
+    unknown = set(protocols) - set(PROTOCOL_NAMES)
     if unknown:
-        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(FEW_LABEL_PROTOCOLS)}")
+        raise ValueError(f"unknown protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOL_NAMES)}")
     bad = set(baselines) - set(BASELINES)
     if bad:
         raise ValueError(f"unknown baseline(s) {sorted(bad)}; choose from {', '.join(BASELINES)}")
     runs = []
-    for p in FEW_LABEL_PROTOCOLS:
+    for p in PROTOCOL_NAMES:
         if p not in protocols:
             continue
         runs.append((p, "ssl"))
-        if p in FROZEN and "raw" in baselines:
+        if p in FEATURES and "raw" in baselines:
             runs.append((p, "raw"))
+        if p == "semi" and "minirocket" in supervised:
+            runs.append((p, MINIROCKET_FEATURES))
         if p == "finetune" and "scratch" in baselines and scratch:
             runs.append((p, "scratch"))
         if "foundation" in baselines and foundation:
             runs.append((p, "foundation"))
     return runs + [(SUPERVISED, name) for name in supervised]
+
+
+def hybrid_pair(feats: dict[str, tuple[torch.Tensor, torch.Tensor]], enc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``hybrid`` protocol's (pool, test) features: ``enc``'s concatenated with the raw input's (raw alone
+    for "raw", the baseline)."""
+    if enc == "raw":
+        return feats["raw"]
+    raw = feats["raw"]
+    return tuple(torch.cat([f.float().cpu(), r.float().cpu()], dim=1) for f, r in zip(feats[enc], raw, strict=True))
 
 
 def _summary(chosen: dict) -> str:
@@ -176,23 +196,25 @@ def evaluate_few_label(
     ft_seeds = list(seeds)[:max(1, finetune_seeds)]
 
     feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    frozen_encs = {e for p, e in runs if p in FROZEN}
+    frozen_encs = {e for p, e in runs if p in FEATURES} - {MINIROCKET_FEATURES}
     if frozen_encs:
         log(f"{task}: extracting features of {rows(train_images)} + {rows(test_images)} samples")
         for name in frozen_encs - {"raw"}:
             feats[name] = tuple(cached_features(models[name], x, feature_cache_dir, device=device)
                                 for x in (train_images, test_images))
-        if "raw" in frozen_encs:
+        if "raw" in frozen_encs or "hybrid" in protocols:
             feats["raw"] = raw_pair(train_images, test_images, raw_max_side)
     for b in supervised:
         log(f"{task}: preparing the {b.name} baseline on {rows(train_images)} + {rows(test_images)} samples")
         b.prepare(train_images, test_images)
+        if b.name == "minirocket" and any(e == MINIROCKET_FEATURES for _, e in runs):
+            feats[MINIROCKET_FEATURES] = (torch.from_numpy(b.pool).float(), torch.from_numpy(b.test).float())
 
     jobs = [(kind, amount, seed, p, e) for kind, amount in budgets for seed in seeds for p, e in runs
             if p in EVERY_SEED or seed in ft_seeds]
     n_train = sum(1 for j in jobs if j[3] not in EVERY_SEED)
     lines = [f"{task}: {len(budgets)} budget(s) x {len(seeds)} draws for {', '.join(sorted(frozen_encs)) or '-'} "
-             f"under {', '.join(p for p in FROZEN if p in protocols) or '-'}"]
+             f"under {', '.join(p for p in FEATURES if p in protocols) or '-'}"]
     if trained:
         per_step = step_seconds(encoder, train_images, num_classes, r, device)
         guess = per_step * len(ft_seeds) * len(trained) * sum(
@@ -223,6 +245,11 @@ def evaluate_few_label(
                     probs, info = knn_probe(feats[enc][0][idx], y, feats[enc][1], num_classes)
                 elif protocol == "linear":
                     probs, info = linear_classifier(feats[enc][0][idx], y, feats[enc][1], num_classes, seed)
+                elif protocol == "semi":
+                    probs, info = semi_probe(feats[enc][0], idx, y, feats[enc][1], num_classes, seed)
+                elif protocol == "hybrid":
+                    pool, test = hybrid_pair(feats, enc)
+                    probs, info = linear_classifier(pool[idx], y, test, num_classes, seed)
                 else:
                     model = models.get(enc)
                     if enc == "scratch":
@@ -237,7 +264,7 @@ def evaluate_few_label(
                 for metric, v in scores_metrics(probs, test_labels, num_classes).items():
                     values.setdefault((protocol, enc, metric), []).append(v)
                 chosen.setdefault((protocol, enc), []).append(info)
-                if protocol not in FROZEN or enc == "ssl":
+                if protocol not in FEATURES or enc == "ssl":
                     left = (time.monotonic() - t0) / done * (n_train - done) if done else 0.0
                     bar = f"[{'#' * round(20 * done / n_train):<20}] {done}/{n_train} " if n_train else ""
                     log(f"{bar}{task} {kind}={amount:g} seed {seed}: {protocol}/{enc} "
@@ -256,5 +283,5 @@ def evaluate_few_label(
 
 __all__ = [
     "BASELINES", "DEFAULT_BASELINES", "SUPERVISED", "DEFAULT_FINETUNE_SEEDS", "DEFAULT_PROTOCOLS", "DEFAULT_SEEDS",
-    "FEW_LABEL_PROTOCOLS", "budget_labels", "evaluate_few_label", "plan",
+    "FEW_LABEL_PROTOCOLS", "POOL_PROTOCOLS", "PROTOCOL_NAMES", "budget_labels", "evaluate_few_label", "plan",
 ]

@@ -26,11 +26,14 @@ ENCODERS = {  # what was measured
            "so the linear probe is a logistic regression; series values)",
     "gbdt": "gradient-boosted trees on the raw table (scikit-learn HistGradientBoosting, tuned by cross-validation)",
     "minirocket": "MiniRocket features + ridge classifier, alpha by cross-validation (Dempster et al. 2021)",
+    "minirocket-features": "MiniRocket features (fitted on the unlabelled pool) under the same protocol",
     "dlinear": "a linear map from the lookback window to the horizon (DLinear-style, Zeng et al. 2023)",
 }
 PROTOCOLS = {  # how it was measured
     "knn": "kNN (frozen features)",
     "linear": "Linear probe (frozen features)",
+    "semi": "Label propagation over the unlabelled pool (frozen features)",
+    "hybrid": "Linear probe on features + raw input",
     "finetune": "Fine-tuning",
     "lora": "LoRA",
     "zero-shot": "Zero-shot",
