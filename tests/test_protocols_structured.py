@@ -109,10 +109,14 @@ def test_anomaly_detectors_find_obvious_outliers_in_a_table():
     test["features"][:6] = 9.0  # six rows far from everything
     method = build_method("mae", {"decoder_width": 16, "decoder_depth": 1, "decoder_heads": 2}, TINY, spec)
     scores = detector_scores(method.encoder, method, normal, test, passes=2)
-    assert set(scores) == {("ssl", "knn"), ("ssl", "reconstruction"), ("raw", "knn"), ("raw", "iforest")}
+    assert set(scores) == {("ssl", "knn"), ("ssl", "reconstruction"), ("raw", "knn"), ("raw", "iforest"),
+                           ("ssl", "ensemble")}
     y = np.r_[np.ones(6), np.zeros(54)]
     assert set(np.argsort(scores["raw", "knn"])[::-1][:6]) == set(range(6))
     assert anomaly_metrics(y, scores["raw", "iforest"])["auroc"] >= 0.95
+    assert anomaly_metrics(y, scores["ssl", "ensemble"])["auroc"] >= 0.95
+    alone = detector_scores(method.encoder, method, normal, {k: v[:1] for k, v in test.items()}, passes=2)
+    assert alone["ssl", "ensemble"][0] == pytest.approx(scores["ssl", "ensemble"][0], rel=1e-5)  # row by row
     assert all(len(s) == 60 and np.isfinite(s).all() for s in scores.values())
 
 

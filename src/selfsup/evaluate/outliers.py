@@ -102,12 +102,15 @@ def reconstruction_scores(method, data: dict[str, np.ndarray], *, passes: int = 
 
 @torch.no_grad()
 def detector_scores(encoder: nn.Module, method: nn.Module | None, bank, test, *, bank_embeddings=None,
-                    k: int = 5, passes: int = 4, seed: int = 0) -> dict[tuple[str, str], np.ndarray]:
+                    k: int = 5, passes: int = 4, seed: int = 0, ensemble: bool = True
+                    ) -> dict[tuple[str, str], np.ndarray]:
     """Every detector's scores (M,) of ``test`` given the normal (or unlabelled) ``bank``, keyed by
     (encoder, detector): ("ssl", "knn") the k-th-neighbour cosine distance among the encoder's
     embeddings, ("ssl", "reconstruction") a masked ``method``'s error (when it has
     ``reconstruction_errors``), ("raw", "knn") and ("raw", "iforest") on the raw input
     (``features.raw_pair``: a table's numbers, missing flags and one-hot categories; series values).
+    With ``ensemble``, ("ssl", "ensemble"): the SSL score and IsolationForest's averaged on a common
+    scale (``evaluate.ensemble``).
     ``bank`` / ``test``: inputs as ``data.inputs`` holds them; ``bank_embeddings`` (N, D) if known."""
     from selfsup.evaluate.features import extract_features, raw_pair
 
@@ -121,7 +124,28 @@ def detector_scores(encoder: nn.Module, method: nn.Module | None, bank, test, *,
     raw_bank, raw_test = raw_pair(bank, test)
     out[("raw", "knn")] = knn_distance_scores(raw_bank, raw_test, k)
     out[("raw", "iforest")] = isolation_forest_scores(raw_bank, raw_test, seed=seed)
+    if ensemble:
+        out[("ssl", "ensemble")] = _ensemble(out, method, bank, emb_bank, raw_bank, k, passes, seed)
     return out
+
+
+def _ensemble(out: dict, method, bank, emb_bank, raw_bank, k: int, passes: int, seed: int) -> np.ndarray:
+    """("ssl", "ensemble") of ``evaluate.ensemble``: the SSL score (reconstruction, else embedding kNN) and
+    IsolationForest, each on the percentile scale of a bank subset's scores."""
+    from selfsup.data.inputs import take
+    from selfsup.evaluate.ensemble import ensemble_scores, reference_rows
+
+    ref = reference_rows(len(raw_bank), seed)
+    if ("ssl", "reconstruction") in out:
+        keys = method.spec.input_keys
+        sub = take(bank, ref)
+        data = {key: v.numpy() for key, v in (sub.items() if isinstance(sub, dict) else [(keys[0], sub)])}
+        ssl = (reconstruction_scores(method, data, passes=passes, seed=seed), out[("ssl", "reconstruction")])
+    else:
+        ref_emb = emb_bank[torch.from_numpy(ref)] if torch.is_tensor(emb_bank) else np.asarray(emb_bank)[ref]
+        ssl = (knn_distance_scores(emb_bank, ref_emb, k, same=True, cosine=True), out[("ssl", "knn")])
+    iforest = (isolation_forest_scores(raw_bank, raw_bank[ref], seed=seed), out[("raw", "iforest")])
+    return ensemble_scores([ssl, iforest])
 
 
 def window_to_points(scores: np.ndarray, starts: np.ndarray, window: int, length: int) -> np.ndarray:

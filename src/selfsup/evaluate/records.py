@@ -61,6 +61,7 @@ DETECTORS = {  # how an anomaly score was made (records of protocol "anomaly" on
     "reconstruction": "the masked model's reconstruction error",
     "knn": "distance to the k-th nearest training sample (in the encoder's embedding space for ssl)",
     "iforest": "IsolationForest (Liu et al. 2008)",
+    "ensemble": "mean percentile (among the training bank's scores) of the SSL score and IsolationForest's",
 }
 PRETRAIN_METRICS = ("final_loss", "steps", "seconds", "images_per_s", "skipped_samples", "nonfinite_steps")
 LOWER_IS_BETTER = ("loss", "error", "err", "time", "seconds", "nonfinite", "skipped", "mse", "mae")  # name parts
