@@ -187,20 +187,34 @@ def test_early_stopping_stops_when_held_out_score_stalls():
     assert fit["steps"] == 8 and fit["best_step"] == 2 and fit["stopped"] == "patience"
 
 
-def test_training_length_grows_with_what_it_takes():
-    """No fixed step count: a run stops when its held-out score stops improving, so an encoder that
-    needs more passes (here: a 10x smaller learning rate) gets more steps, up to the cap."""
+@pytest.mark.parametrize("seed", [0, 1])
+def test_training_length_grows_with_what_it_takes(monkeypatch, seed):
+    """No fixed step count: a run stops ``patience`` validation periods after its held-out score last
+    improved, so a task whose score keeps improving longer gets more steps, up to the cap.
+
+    The held-out score is scripted (it improves until step ``needs`` and is flat after), so the step
+    counts are exact for every seed; the training itself is real and seeded (model, batches)."""
     x, y = halves(40)
     val = (x[:10], torch.from_numpy(y[:10]))
+    recipe = FinetuneRecipe(lr=3e-3, batch_size=16, eval_every=5, patience=4, min_steps=0, max_steps=100)
     steps = {}
-    for lr in (3e-3, 3e-4):
-        model = Classifier(tiny_vit(), 2)
-        fit = adapt_finetune.train_classifier(model, x[10:], torch.from_numpy(y[10:]),
-                                              FinetuneRecipe(lr=lr, batch_size=16, eval_every=5, patience=4,
-                                                             min_steps=0, max_steps=2000),
-                                              generator=torch.Generator(), val=val)
-        steps[lr] = fit["best_step"]
-    assert steps[3e-4] > steps[3e-3]
+    for needs in (20, 60, 400):
+        calls = []
+
+        def scripted(model, images, labels, precision="auto", calls=calls, needs=needs):
+            calls.append(None)
+            at = 5 * len(calls)  # the step this validation follows
+            return 0.5, 1.0 / min(at, needs)  # val loss falls until step `needs`, then stays
+
+        monkeypatch.setattr(adapt_finetune, "_validate", scripted)
+        torch.manual_seed(seed)
+        model = Classifier(build_encoder(TINY, SPEC), 2)
+        fit = adapt_finetune.train_classifier(model, x[10:], torch.from_numpy(y[10:]), recipe,
+                                              generator=torch.Generator().manual_seed(seed), val=val)
+        steps[needs] = (fit["best_step"], fit["steps"], fit["stopped"])
+    assert steps[20] == (20, 40, "patience"), steps
+    assert steps[60] == (60, 80, "patience"), steps
+    assert steps[400] == (100, 100, "cap"), steps
 
 
 def test_one_label_per_class_trains_until_the_training_loss_stalls():
