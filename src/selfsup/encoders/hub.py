@@ -16,6 +16,7 @@ A reference is ``[SCHEME:]BODY[?key=value&...]``:
   ``ViT-B-32/laion2b_s34b_b79k``, ``ViT-B-16/openai``), ``open_clip:ORG/NAME`` (any Hub repo with
   ``open_clip_config.json``), or ``open_clip:FILE|FOLDER``.
 - ``torchvision:FILE`` (a ResNet-18/34/50 or MobileNetV2 state dict in torchvision names).
+- ``selfsup:NAME``: a model shipped in the package (``encoders.generalist``: ``selfsup:series-small``).
 - no scheme: a local file or folder, its format told by its files and key names.
 
 Options (``?key=value`` in the reference, keyword arguments, or a sidecar JSON object next to a
@@ -62,7 +63,7 @@ from selfsup.encoders.convert import (
 )
 from selfsup.encoders.text import TextConfig, TextTransformer, build_text
 
-SCHEMES = ("hf", "timm", "open_clip", "torchvision")
+SCHEMES = ("hf", "timm", "open_clip", "torchvision", "selfsup")  # selfsup: the shipped models (encoders.generalist)
 LOADER_OPTIONS = ("origin", "width_mult", "arch", "quick_gelu", "revision", "image_size")
 
 # open_clip (ARCH, TAG) -> (Hub repo, quick_gelu), from open_clip's pretrained.py; others: open_clip:ORG/NAME
@@ -376,6 +377,11 @@ def load_pretrained(ref: str | Path, **options) -> Pretrained:
     ``encoder(x)`` gives pooled features. ``spec.image_size`` is the size the source was trained
     at; ``config`` rebuilds the network with ``build_encoder(config, spec)``.
     """
+    parsed = parse_ref(ref)
+    if parsed.scheme == "selfsup":
+        from selfsup.encoders.generalist import load_generalist
+
+        return Pretrained(*load_generalist(parsed.name, **{**parsed.options, **options}))
     conv = read_pretrained(ref, **options)
     return Pretrained(build_vision(conv), conv.spec, conv.config)
 
