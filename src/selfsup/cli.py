@@ -19,6 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 MODEL_REF = ("a run folder or a public model: hf:ORG/NAME, timm:NAME.TAG, open_clip:ARCH/TAG, torchvision:FILE "
              "(?origin=keras), or a local folder/file of those")
 SOURCE_HELP = "run folder, or a public model with no run: " + MODEL_REF.split(" or a public model: ")[1]
+DeviceOption = Annotated[str, typer.Option(
+    help="where the network runs: auto (the GPU when present, else the CPU), cpu, cuda, cuda:N or mps")]
 
 
 def _csv(values: list[str] | None, cast=str) -> list | None:
@@ -56,7 +58,10 @@ def pretrain(
     data: Annotated[str | None, typer.Option(help="what to learn from (see `selfsup datasets`)")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/<method>-<time>)")] = None,
-    budget: Annotated[str | None, typer.Option(help="wall-clock budget, e.g. 10m; sizes the schedule")] = None,
+    budget: Annotated[str | None, typer.Option(
+        help="time budget, e.g. 10m; sizes the schedule. Wall time by default; add the override train.clock=cpu "
+        "to count this process's CPU time instead, so a busy machine gets the same work (use data.num_workers=0)")]
+    = None,
     steps: Annotated[int | None, typer.Option(help="optimizer steps")] = None,
     epochs: Annotated[int | None, typer.Option(help="passes over the data")] = None,
     resume: Annotated[str | None, typer.Option(
@@ -68,6 +73,7 @@ def pretrain(
         "them; defaults for continuing: train.lr=1e-4 train.warmup=0.1 train.layer_decay=0.75")] = None,
     teacher: Annotated[str | None, typer.Option(
         help="--method distill: the frozen teacher whose features the student learns (" + MODEL_REF + ")")] = None,
+    device: DeviceOption = "auto",
     monitor: Annotated[str | None, typer.Option(
         help="regression guard: labelled data scored by kNN at step 0 and every train.monitor_every steps; keeps "
         "the best weights as encoder.safetensors and stops after train.monitor_patience checks in a row below "
@@ -98,7 +104,8 @@ def pretrain(
 
     run = api.pretrain(data, method, config=config, overrides=overrides or [], out=out, budget=budget,
                        steps=steps, epochs=epochs, resume=resume, init=init, teacher=teacher, monitor=monitor,
-                       log=_log_for(as_json), data_options=_data_options(target, columns, drop, split, window, stride))
+                       log=_log_for(as_json), data_options=_data_options(target, columns, drop, split, window, stride),
+                       device=device)
     _emit(load_records(run / "metrics.json"), as_json)
 
 
@@ -127,6 +134,7 @@ def evaluate(
     foundation: Annotated[str | None, typer.Option(
         help="also measure this public model (" + MODEL_REF + ") under the same protocols and tuning, reading the "
         "images at its own image size: records with encoder 'foundation' and the verdict ssl vs foundation")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Few-label evaluation (kNN, linear probe, fine-tune) beside baselines given the same care, and the verdict.
 
@@ -141,7 +149,7 @@ def evaluate(
         baselines=None if baselines is None else _csv([baselines]) or [],
         shots=_csv(shots, int), label_fractions=_csv(label_fraction, float),
         seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, max_samples=max_samples,
-        foundation=foundation, log=_log_for(as_json),
+        foundation=foundation, device=device, log=_log_for(as_json),
     )
     _emit(records, as_json)
 
@@ -166,6 +174,7 @@ def adapt(
     alpha: Annotated[float, typer.Option(help="LoRA alpha (updates are scaled by alpha / rank)")] = 16,
     merge: Annotated[bool, typer.Option(help="fold LoRA adapters into the saved weights")] = True,
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
     """Train a classifier from the run's encoder on few labels; saves it to a model folder.
@@ -184,7 +193,7 @@ def adapt(
     recipe = replace(ADAPT_RECIPES[method], **changes) if changes else None
     model_dir = api.adapt(run, data, shots=shots, label_fraction=label_fraction, method=method, out=out, seed=seed,
                           val_fraction=val_fraction, recipe=recipe, lora_rank=rank, lora_alpha=alpha, merge=merge,
-                          max_samples=max_samples, test_data=test_data, log=_log_for(as_json))
+                          max_samples=max_samples, test_data=test_data, device=device, log=_log_for(as_json))
     _emit(load_records(model_dir / "metrics.json"), as_json)
 
 
@@ -195,6 +204,7 @@ def predict(
     out: Annotated[Path, typer.Option(help="CSV: key, pred, pred_name, prob_<class> per class")] = Path("preds.csv"),
     max_samples: Annotated[int | None, typer.Option(help="stop after this many samples")] = None,
     batch_size: Annotated[int, typer.Option(help="samples per forward pass")] = 256,
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
 ) -> None:
     """Classify every readable sample of --data with a saved classifier; writes a CSV.
@@ -203,7 +213,8 @@ def predict(
     """
     from selfsup import api
 
-    summary = api.predict(model, data, out, max_samples=max_samples, batch_size=batch_size, log=_log_for(as_json))
+    summary = api.predict(model, data, out, max_samples=max_samples, batch_size=batch_size, device=device,
+                          log=_log_for(as_json))
     if as_json:
         print(json.dumps(summary), flush=True)
 
@@ -211,16 +222,21 @@ def predict(
 @app.command()
 def demo(
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/demo-<time>)")] = None,
-    budget: Annotated[str, typer.Option(help="pretraining budget")] = "2m",
+    steps: Annotated[int, typer.Option(help="pretraining steps: fixed work, so the answer is the same on an idle "
+                                       "or a busy machine (about 2 minutes on 2 idle CPU cores)")] = 1300,
+    budget: Annotated[str | None, typer.Option(
+        help="a pretraining time budget instead of --steps (wall time: the result then depends on the machine's "
+        "load)")] = None,
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
     """The whole story on the built-in digits set: MAE pretraining, few-label evaluation, report.
 
-    Example: selfsup demo --out runs/demo --budget 3m
+    Example: selfsup demo --out runs/demo
     """
     from selfsup import api
 
-    records = api.demo(out=out, budget=budget, log=_log_for(as_json))
+    records = api.demo(out=out, steps=steps, budget=budget, device=device, log=_log_for(as_json))
     _emit(records, as_json)
 
 
@@ -231,6 +247,7 @@ def zero_shot(
     classes: Annotated[list[str] | None, typer.Option(help="class names in label order (comma list)")] = None,
     template: Annotated[list[str] | None, typer.Option(help="prompt template(s) with {} for the name")] = None,
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
     """Zero-shot classification from class names with prompt templates.
@@ -239,7 +256,7 @@ def zero_shot(
     """
     from selfsup import api
 
-    recs = api.zero_shot(run, data, _csv(classes), templates=template, max_samples=max_samples,
+    recs = api.zero_shot(run, data, _csv(classes), templates=template, max_samples=max_samples, device=device,
                          log=_log_for(as_json))
     _emit(recs, as_json)
 
@@ -249,6 +266,7 @@ def retrieve(
     run: Annotated[str, typer.Argument(help="clip or siglip run folder, or a public CLIP / SigLIP (hf:, open_clip:)")],
     data: Annotated[str, typer.Option(help="images (or audio) with captions")],
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
     """Cross-modal retrieval: recall@1/5/10 both directions.
@@ -257,7 +275,7 @@ def retrieve(
     """
     from selfsup import api
 
-    _emit(api.retrieve(run, data, max_samples=max_samples, log=_log_for(as_json)), as_json)
+    _emit(api.retrieve(run, data, max_samples=max_samples, device=device, log=_log_for(as_json)), as_json)
 
 
 @app.command()
@@ -280,6 +298,7 @@ def embed(
     data: Annotated[str, typer.Option(help="what to embed")],
     out: Annotated[Path, typer.Option(help="output file: .npz or .safetensors")],
     max_samples: Annotated[int | None, typer.Option(help="stop after this many samples")] = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Encode every sample of --data with the encoder (a run's or a public model's) and save the features.
 
@@ -287,7 +306,7 @@ def embed(
     """
     from selfsup import api
 
-    api.embed(run, data, out, max_samples=max_samples)
+    api.embed(run, data, out, max_samples=max_samples, device=device)
 
 
 @app.command()
@@ -296,6 +315,8 @@ def export(
     format: Annotated[str, typer.Option("--format", help="safetensors, onnx, hf or timm")] = "safetensors",
     out: Annotated[Path | None, typer.Option(help="output file or folder (default RUN/export/...; for a public "
                                             "model runs/<model>-<time>/export/...)")] = None,
+    device: Annotated[str, typer.Option(help="where the ONNX check's torch side runs: auto, cpu, cuda, cuda:N, "
+                                        "mps")] = "auto",
 ) -> None:
     """Export the encoder: safetensors (timm names), ONNX, a Hugging Face ViTModel folder, or timm.
 
@@ -304,7 +325,7 @@ def export(
     """
     from selfsup import api
 
-    api.export(run, format, out)
+    api.export(run, format, out, device=device)
 
 
 @app.command()
@@ -344,6 +365,7 @@ def anomaly_fit(
     max_samples: Annotated[int | None, typer.Option(help="cap on normal images read")] = None,
     split: Annotated[str | None, typer.Option(help="tables and series: the part to fit on (default train: "
                                                "ADBench's stratified 70 %; a long series' training part)")] = None,
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
 ) -> None:
     """Build a PatchCore memory bank (greedy coreset of patch features) from normal images; with a table or
@@ -358,7 +380,8 @@ def anomaly_fit(
 
     bank = api.anomaly_fit(None if raw else run, data, out=out, image_size=image_size, coreset=coreset,
                            layers=_csv(layers, int), pixel_patch=patch, normalize=normalize, max_samples=max_samples,
-                           data_options=_data_options(split=split), log=_log_for(as_json))
+                           data_options=_data_options(split=split), device=device,
+                           log=_log_for(as_json))
     if as_json:
         print(json.dumps({"bank": str(bank), **json.loads(bank.with_suffix(".json").read_text())}), flush=True)
 
@@ -371,6 +394,7 @@ def anomaly_score(
     report: Annotated[bool, typer.Option(help="add the anomaly heatmaps to the run's report.html")] = True,
     split: Annotated[str | None, typer.Option(help="tables and series: the part to score (default test when it "
                                                "is the file the bank was fitted on, else all)")] = None,
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
     """Image scores and pixel heatmaps; image and pixel AUROC per defect type when masks exist. Tables and
@@ -382,7 +406,7 @@ def anomaly_score(
     from selfsup import api
 
     _emit(api.anomaly_score(model, data, out_dir=out, report=report, data_options=_data_options(split=split),
-                            log=_log_for(as_json)), as_json)
+                            device=device, log=_log_for(as_json)), as_json)
 
 
 @app.command()
@@ -394,6 +418,7 @@ def forecast(
     protocol: Annotated[list[str] | None, typer.Option(help="linear (closed-form heads), finetune")] = None,
     steps: Annotated[int, typer.Option(help="finetune: at most this many Adam steps, for ssl and scratch alike "
                                        "(each stops when its validation MSE stops improving)")] = 5000,
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
 ) -> None:
     """Long-horizon forecasting: a linear head on the frozen encoder vs a DLinear-style linear model, and the
@@ -404,7 +429,8 @@ def forecast(
     from selfsup import api
 
     records = api.forecast(run, data, horizons=_csv(horizon, int) or [96, 336], lookback=lookback,
-                           protocols=_csv(protocol) or ["linear", "finetune"], steps=steps, log=_log_for(as_json))
+                           protocols=_csv(protocol) or ["linear", "finetune"], steps=steps, device=device,
+                           log=_log_for(as_json))
     _emit(records, as_json)
 
 

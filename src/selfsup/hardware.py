@@ -1,4 +1,9 @@
-"""What the machine can do, and the one rule that turns a precision setting into an autocast.
+"""What the machine can do: the one rule that picks the device a job runs on (``resolve_device``),
+and the one rule that turns a precision setting into an autocast.
+
+``device`` everywhere (every command that runs a network: ``--device``) is "auto", "cpu", "cuda",
+"cuda:N" or "mps". "auto" is the accelerator when one is present (CUDA, then Apple's MPS), else the
+CPU. Asking for an accelerator that is not there is a clear error, never a silent CPU run.
 
 ``precision`` everywhere (training, fine-tuning, feature extraction) is "fp32", "bf16", "fp16" or
 "auto". "auto" means bf16 autocast on a GPU that supports it, and on a CPU only where it has
@@ -43,6 +48,52 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``--device`` -> the torch device a job runs its network on ("auto"/None: CUDA when present, then
+    MPS, else the CPU). Raises ValueError for an unknown name or an accelerator that is not present."""
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not _mps_available():
+            raise ValueError("--device mps: Apple's MPS backend is not available on this machine")
+        return torch.device("mps")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA GPU is visible to torch on this machine (try --device cpu)")
+        index = int(name[5:]) if ":" in name else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return torch.device("cuda", index)
+    raise ValueError(f"unknown --device {device!r}; choose {DEVICE_CHOICES}")
+
+
+def lightning_device(device: str | None = "auto") -> dict[str, object]:
+    """``--device`` as Lightning Trainer arguments for pretraining: ``{}`` for "auto" (Lightning's own
+    choice: the accelerator when present, and every GPU of the machine), else ``accelerator`` and
+    ``devices`` ("cuda:2" -> one GPU, index 2; the device is checked with ``resolve_device``)."""
+    if device is None or device.strip().lower() == "auto":
+        return {}
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        return {"accelerator": "gpu", "devices": f"{resolved.index}," if ":" in device else 1}
+    return {"accelerator": resolved.type, "devices": 1}
+
+
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
     """"auto" -> the precision this device should use ("bf16" or "fp32"); other values pass through."""
     if precision not in PRECISIONS:
@@ -70,4 +121,7 @@ def autocast(device: str | torch.device, precision: str = "auto") -> Iterator[No
         yield
 
 
-__all__ = ["CPU_BF16_IN_AUTO", "PRECISIONS", "autocast", "cpu_has_native_bf16", "resolve_precision"]
+__all__ = [
+    "CPU_BF16_IN_AUTO", "DEVICE_CHOICES", "PRECISIONS", "autocast", "cpu_has_native_bf16", "lightning_device",
+    "resolve_device", "resolve_precision",
+]

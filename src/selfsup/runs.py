@@ -26,6 +26,7 @@ from selfsup.config import ConfigError, RunConfig, load_config
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
 from selfsup.encoders.hub import ModelRef, parse_ref
+from selfsup.hardware import resolve_device
 from selfsup.methods import build_method
 
 CONFIG = "config.yaml"  # the resolved RunConfig
@@ -166,11 +167,18 @@ def results_dir(source: str | Path, log: Callable[[str], None] | None = None) ->
     return out
 
 
-def load_encoder(source: str | Path, **options) -> tuple[nn.Module, InputSpec, EncoderConfig]:
+def load_encoder(source: str | Path, device: str | torch.device | None = None,
+                 **options) -> tuple[nn.Module, InputSpec, EncoderConfig]:
     """An encoder in eval mode with its input spec and config, from a run folder, an ``encoder.safetensors``
     file, or a public model reference (``encoders.hub.load_pretrained``: ``hf:ORG/NAME``,
     ``timm:NAME.TAG``, ``open_clip:ARCH/TAG``, ``torchvision:FILE``, a local folder or file of those;
-    ``options`` go to the loader)."""
+    ``options`` go to the loader). It is on ``device`` (``hardware.resolve_device``: "auto" = the
+    accelerator when present; None = the CPU), so everything that runs it runs there."""
+    encoder, spec, config = _load_encoder(source, **options)
+    return encoder.to(resolve_device(device or "cpu")), spec, config
+
+
+def _load_encoder(source: str | Path, **options) -> tuple[nn.Module, InputSpec, EncoderConfig]:
     if Path(source).is_dir() and (Path(source) / CONFIG).is_file():
         load_run_config(source)  # a hostile config.yaml is refused by every command that opens the run
     path = _encoder_file(source)
@@ -187,8 +195,9 @@ def load_encoder(source: str | Path, **options) -> tuple[nn.Module, InputSpec, E
     return encoder.eval(), spec, enc_cfg
 
 
-def load_method(source: str | Path) -> nn.Module:
-    """The whole trained method of a run (encoder plus heads, decoders, text towers), in eval mode.
+def load_method(source: str | Path, device: str | torch.device | None = None) -> nn.Module:
+    """The whole trained method of a run (encoder plus heads, decoders, text towers), in eval mode, on
+    ``device`` (``hardware.resolve_device``; None = the CPU).
 
     A public CLIP / SigLIP reference gives the ``clip`` / ``siglip`` method holding both of its towers and
     its tokenizer (``methods.warmstart``), ready for zero-shot and retrieval.
@@ -201,14 +210,14 @@ def load_method(source: str | Path) -> nn.Module:
         ws = read_warm_start(source, "clip")
         name = "siglip" if ws.towers.logit_bias is not None else "clip"
         method = build_method(name, warm_start_options(method_class(name), ws), ws.config, ws.spec)
-        return apply_warm_start(method, ws).eval()
+        return apply_warm_start(method, ws).eval().to(resolve_device(device or "cpu"))
     path = run / METHOD
     meta = _read_meta(path)
     cfg = load_run_config(run)
     spec = InputSpec(**json.loads(meta["input_spec"]))
     method = build_method(cfg.method_name, cfg.method_options, cfg.encoder, spec)
     method.load_state_dict(load_file(str(path)))
-    return method.eval()
+    return method.eval().to(resolve_device(device or "cpu"))
 
 
 __all__ = [

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
 from selfsup import runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
@@ -15,6 +13,7 @@ from selfsup.data import open_source
 from selfsup.data.inputs import as_inputs, take
 from selfsup.data.spec import MODALITIES, InputSpec
 from selfsup.evaluate.records import merge_records, record
+from selfsup.hardware import resolve_device
 
 
 def adapt(
@@ -33,6 +32,7 @@ def adapt(
     merge: bool = True,
     max_samples: int | None = None,
     test_data: str | None = None,
+    device: str = "auto",
     log: Log = say,
 ) -> Path:
     """Train a classifier from a run's encoder on few labels of ``data``; returns the model folder.
@@ -46,7 +46,8 @@ def adapt(
     decay 0.75) or "lora" (rank ``lora_rank`` adapters on the attention projections, merged into
     the weights when saving unless ``merge`` is False). Writes ``classifier.safetensors``,
     ``classifier.json`` and ``metrics.json`` to ``out`` (default
-    ``RUN/classifiers/<method>-<budget>-seed<seed>``).
+    ``RUN/classifiers/<method>-<budget>-seed<seed>``). The encoder trains on ``device``
+    (``hardware.resolve_device``: "auto" = the accelerator when present).
     """
     from dataclasses import replace
 
@@ -58,7 +59,7 @@ def adapt(
 
     if shots is not None and label_fraction is not None:
         raise ValueError("give --shots or --label-fraction, not both")
-    encoder, spec, enc_cfg = runs.load_encoder(run)
+    encoder, spec, enc_cfg = runs.load_encoder(run, device=device)
     src = open_source(data, **spec.reader_options())
     skips, keys = SkipCounter(), []
     x, y = src.arrays(max_samples, skips=skips, keys=keys)
@@ -117,18 +118,20 @@ def predict(
     *,
     max_samples: int | None = None,
     batch_size: int = 256,
+    device: str = "auto",
     log: Log = say,
 ) -> dict:
     """Predict every readable sample of ``data`` with a classifier saved by ``adapt``; write a CSV.
 
     Columns: ``key``, ``pred`` (class index), ``pred_name``, ``prob_<class>`` per class. Works on
     unlabelled data; when ``data`` has labels (with the same class names) the accuracy is reported.
-    Returns {"out", "n", "skipped", "accuracy"}.
+    Returns {"out", "n", "skipped", "accuracy"}. The classifier runs on ``device``
+    (``hardware.resolve_device``).
     """
     from selfsup.adapt import load_classifier, write_predictions
     from selfsup.adapt import predict as run_classifier
 
-    model, config = load_classifier(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    model, config = load_classifier(model_dir, device=resolve_device(device))
     spec = InputSpec(**config["input_spec"])
     src = open_source(data, **spec.reader_options())
     preds = run_classifier(model, src.loader(batch_size, shuffle=False), max_samples, input_key=spec.input_keys)

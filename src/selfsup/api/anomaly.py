@@ -70,6 +70,7 @@ def anomaly_fit(
     max_samples: int | None = None,
     seed: int = 0,
     data_options: dict | None = None,
+    device: str = "auto",
     log: Log = say,
 ) -> Path:
     """Fit a PatchCore memory bank on normal images; returns the bank's path.
@@ -90,13 +91,14 @@ def anomaly_fit(
     from selfsup.evaluate.anomaly import PatchCore
 
     if run is not None and is_structured(run):
-        return outlier_fit(run, data, out=out, data_options=data_options, max_samples=max_samples, seed=seed, log=log)
+        return outlier_fit(run, data, out=out, data_options=data_options, max_samples=max_samples, seed=seed,
+                           device=device, log=log)
 
     if normalize not in ANOMALY_NORMALIZE:
         raise ValueError(f"normalize must be one of {', '.join(ANOMALY_NORMALIZE)}, not {normalize!r}")
     encoder, channels = None, None
     if run is not None:
-        encoder, spec, _ = runs.load_encoder(run)
+        encoder, spec, _ = runs.load_encoder(run, device=device)
         channels, image_size = spec.channels, image_size or spec.image_size
         if hasattr(encoder, "patch_size"):
             check_size(image_size, encoder.patch_size, "--image-size")
@@ -133,8 +135,9 @@ def anomaly_fit(
     return out
 
 
-def load_anomaly(model: str | Path) -> tuple[Any, dict]:
-    """The PatchCore detector saved by ``anomaly_fit`` (bank file or its folder) and its JSON."""
+def load_anomaly(model: str | Path, device: str | None = None) -> tuple[Any, dict]:
+    """The PatchCore detector saved by ``anomaly_fit`` (bank file or its folder) and its JSON; its encoder
+    on ``device`` (``hardware.resolve_device``; None = the CPU)."""
     from selfsup.evaluate.anomaly import PatchCore
 
     path = Path(model)
@@ -143,7 +146,7 @@ def load_anomaly(model: str | Path) -> tuple[Any, dict]:
     if not path.is_file() or not meta_path.is_file():
         raise FileNotFoundError(f"no PatchCore bank at {path} (with {meta_path.name} beside it); run `anomaly fit`")
     info = json.loads(meta_path.read_text())
-    encoder = runs.load_encoder(info["run"])[0] if info["run"] else None
+    encoder = runs.load_encoder(info["run"], device=device)[0] if info["run"] else None
     return PatchCore.load(path, encoder), info
 
 
@@ -155,6 +158,7 @@ def anomaly_score(
     max_figures: int = 4,
     report: bool = True,
     data_options: dict | None = None,
+    device: str = "auto",
     log: Log = say,
 ) -> list[dict]:
     """Score ``data`` with a bank saved by ``anomaly_fit``: image scores and pixel heatmaps.
@@ -172,13 +176,14 @@ def anomaly_score(
     from selfsup.api.outliers import DETECTORS_FILE, outlier_score
 
     if Path(model).name == DETECTORS_FILE or (Path(model) / DETECTORS_FILE).is_file():
-        return outlier_score(model, data, data_options=data_options, out_dir=out_dir, report=report, log=log)
+        return outlier_score(model, data, data_options=data_options, out_dir=out_dir, report=report, device=device,
+                             log=log)
 
     from selfsup.data.mvtec import load_mvtec
     from selfsup.evaluate.anomaly import anomaly_records
     from selfsup.interpret.figures import plot_anomaly
 
-    detector, info = load_anomaly(model)
+    detector, info = load_anomaly(model, device=device)
     bank = Path(model) / ANOMALY_BANK if Path(model).is_dir() else Path(model)
     out_dir = Path(out_dir) if out_dir else bank.parent
     out_dir.mkdir(parents=True, exist_ok=True)

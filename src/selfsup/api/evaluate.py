@@ -50,6 +50,7 @@ def evaluate(
     recipe: FinetuneRecipe | None = None,
     foundation: str | Path | None = None,
     out: str | Path | None = None,
+    device: str = "auto",
     log: Log = say,
 ) -> list[dict]:
     """Few-label evaluation of a run's encoder beside the ``baselines``, with the verdict.
@@ -69,17 +70,20 @@ def evaluate(
     (``encoders.AtSize``); its records say ``"encoder": "foundation"`` and name it in ``model``, and
     the verdict compares the run with it. ``run`` may itself be a public model: its records then say
     "foundation" and go to ``out`` (default ``runs/<model>-<time>/``, ``runs.results_dir``).
+
+    ``device`` (``hardware.resolve_device``; "auto" = the accelerator when present): where the encoders
+    (SSL, scratch, foundation) run, for feature extraction and fine-tuning alike.
     """
     primary = "foundation" if runs.is_reference(run) else "ssl"
     if primary == "foundation" and foundation is not None:
         raise ValueError(f"{run} is itself a public model (its records say 'foundation'); give a run folder "
                          "to compare with --foundation")
-    encoder, spec, enc_cfg = runs.load_encoder(run)
+    encoder, spec, enc_cfg = runs.load_encoder(run, device=device)
     if baselines is None:
         baselines = [*DEFAULT_BASELINES, *default_supervised(spec.modality)]
     found = None
     if foundation is not None:
-        found, fspec, _ = runs.load_encoder(foundation)
+        found, fspec, _ = runs.load_encoder(foundation, device=device)
         if fspec.image_size != spec.image_size:
             log(f"foundation {foundation} reads the evaluation images resized from {spec.image_size} to its "
                 f"{fspec.image_size} px")
@@ -177,7 +181,7 @@ def report(run: str | Path, data: str | None = None, *, max_images: int = 500, l
 
 
 def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | None = None,
-          batch_size: int = 256, log: Log = say) -> Path:
+          batch_size: int = 256, device: str = "auto", log: Log = say) -> Path:
     """Pooled encoder features of every sample in ``data``, saved with keys and labels.
 
     ``.npz`` gets arrays ``features`` (N, F), ``labels`` (N,), ``keys`` (N,); ``.safetensors`` the
@@ -185,7 +189,7 @@ def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | Non
     """
     from selfsup.evaluate.features import extract_features
 
-    encoder, spec, _ = runs.load_encoder(run)
+    encoder, spec, _ = runs.load_encoder(run, device=device)
     src = open_source(data, **spec.reader_options())
     feats, labels, keys = [], [], []
     seen = 0
@@ -242,11 +246,12 @@ def _source_for(method: nn.Module, data: str) -> Any:
 
 
 def zero_shot(run: str | Path, data: str, classes: Sequence[str] | None = None, *,
-              templates: Sequence[str] | None = None, max_samples: int | None = None, log: Log = say) -> list[dict]:
+              templates: Sequence[str] | None = None, max_samples: int | None = None, device: str = "auto",
+              log: Log = say) -> list[dict]:
     """Zero-shot classification with a CLIP/SigLIP run: class names -> prompts -> nearest text."""
     from selfsup.evaluate.zeroshot import zero_shot as _zero_shot
 
-    method = runs.load_method(run)
+    method = runs.load_method(run, device=device)
     if not hasattr(method, "encode_text"):
         raise ValueError(f"{run}: zero-shot needs an image-text or audio-text method (clip, siglip)")
     src = _source_for(method, data)
@@ -260,11 +265,12 @@ def zero_shot(run: str | Path, data: str, classes: Sequence[str] | None = None, 
     return recs
 
 
-def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, log: Log = say) -> list[dict]:
+def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, device: str = "auto",
+             log: Log = say) -> list[dict]:
     """Image<->text (or audio<->text) recall@1/5/10 on a caption set, several captions per item allowed."""
     from selfsup.evaluate.retrieval import retrieval
 
-    method = runs.load_method(run)
+    method = runs.load_method(run, device=device)
     if not hasattr(method, "encode_text"):
         raise ValueError(f"{run}: retrieval needs an image-text or audio-text method (clip, siglip)")
     src = _source_for(method, data)
@@ -297,6 +303,7 @@ def evaluate_curve(
     max_samples: int | None = None,
     recipe: FinetuneRecipe | None = None,
     foundation: str | Path | None = None,
+    device: str = "auto",
     log: Log = say,
 ) -> list[dict]:
     """The label-efficiency curve: ``evaluate`` at several budgets, plotted to ``RUN/figures``.
@@ -315,7 +322,8 @@ def evaluate_curve(
     out = runs.results_dir(run, log)
     recs = evaluate(run, data, protocols=protocols, baselines=baselines, shots=shots, label_fractions=label_fractions,
                     seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, test_fraction=test_fraction,
-                    max_samples=max_samples, recipe=recipe, foundation=foundation, out=out, log=log)
+                    max_samples=max_samples, recipe=recipe, foundation=foundation, out=out, device=device,
+                    log=log)
     png = plot_label_efficiency(recs)
     if png is None:
         log("no curve drawn: it needs at least two budgets of one kind (shots or fractions)")

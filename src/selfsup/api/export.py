@@ -8,18 +8,21 @@ import torch
 
 from selfsup import runs
 from selfsup.api.common import Log, say
+from selfsup.hardware import resolve_device
 
 EXPORT_FORMATS = ("safetensors", "onnx", "hf", "timm")
 
 
-def export(run: str | Path, format: str, out: str | Path | None = None, *, log: Log = say) -> Path:
+def export(run: str | Path, format: str, out: str | Path | None = None, *, device: str = "auto",
+           log: Log = say) -> Path:
     """Deliver a run's encoder: ``safetensors`` (timm names + config metadata), ``onnx`` (pooled
     features, checked against torch in onnxruntime), ``hf`` (a ``transformers.ViTModel`` folder) or
     ``timm`` (timm-named weights + config).
 
     ``run`` may be a public model (``hf:``, ``timm:``, ``torchvision:``...) with no training run:
     it is exported as selfsup loads it (its normalisation inside, e.g. ONNX takes [0, 1] images the
-    same way), by default into ``runs/<model>-<time>/export/``.
+    same way), by default into ``runs/<model>-<time>/export/``. The encoder is exported from the CPU;
+    ``device`` (``hardware.resolve_device``) is where the torch side of the ONNX check runs.
     """
     from selfsup.export.hf import export_hf, export_timm
 
@@ -43,7 +46,7 @@ def export(run: str | Path, format: str, out: str | Path | None = None, *, log: 
 
         export_onnx(encoder, spec, target)
         x = torch.rand(3, spec.channels, spec.image_size, spec.image_size)
-        diff = check_onnx(encoder, target, x)
+        diff = check_onnx(encoder.to(resolve_device(device)), target, x)  # the torch side on --device
         log(f"onnxruntime matches torch: max abs difference {diff:.2e}")
     elif format == "hf":
         export_hf(encoder, target)

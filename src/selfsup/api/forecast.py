@@ -28,6 +28,7 @@ import torch
 from selfsup import runs
 from selfsup.api.common import Log, say
 from selfsup.evaluate.records import format_table, merge_records, record
+from selfsup.hardware import resolve_device
 
 PROTOCOLS = ("linear", "finetune")
 
@@ -57,6 +58,7 @@ def forecast(
     batch_size: int = 32,
     scheme: str | None = None,
     seed: int = 0,
+    device: str = "auto",
     log: Log = say,
 ) -> list[dict]:
     """Forecasting records of a series run on the long series ``data`` (a CSV with a time column).
@@ -67,7 +69,9 @@ def forecast(
     at ``lr`` for ssl and scratch alike, each until its validation MSE stops improving, at most
     ``steps``). Records (task = the file's name,
     ``horizon``, ``lookback``) are merged into the run's ``metrics.json`` and returned; the first
-    horizon's forecasts of three test windows go to ``RUN/figures/forecast.png``.
+    horizon's forecasts of three test windows go to ``RUN/figures/forecast.png``. The encoder and
+    the fine-tunes run on ``device`` (``hardware.resolve_device``) under ``hardware.autocast``, the rule
+    every fine-tune and feature extraction follows.
     """
     from selfsup.data.sources.windows import forecast_borders, forecast_scheme, read_long_series
     from selfsup.encoders import build_encoder
@@ -86,7 +90,8 @@ def forecast(
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"unknown forecasting protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
-    encoder, spec, enc_cfg = runs.load_encoder(run)
+    encoder, spec, enc_cfg = runs.load_encoder(run, device=device)
+    device = resolve_device(device)
     if spec.modality != "series":
         raise ValueError(f"{run}: forecasting needs a series run, not a {spec.modality} one")
     channels = (spec.schema or {}).get("channels")
@@ -128,8 +133,8 @@ def forecast(
                     body = build_encoder(enc_cfg, spec) if name == "scratch" else _copy(encoder)
                     model = PatchForecaster(body, lookback, h)
                 model, fit = train_forecaster(model, x, y, steps=steps, lr=lr, batch_size=batch_size,
-                                              val=(xv[pick], yv[pick]), seed=seed)
-                err = forecast_errors(predict(model, xt), yt)
+                                              val=(xv[pick], yv[pick]), seed=seed, device=device)
+                err = forecast_errors(predict(model, xt, device=device), yt)
                 for metric in ("mse", "mae"):
                     recs.append(record(series.name, "forecast-finetune", name, metric, [err[metric]], horizon=h,
                                        **extra, steps=fit["steps"], lr=lr, batch_size=batch_size,

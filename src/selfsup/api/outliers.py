@@ -43,7 +43,8 @@ def is_structured(run: str | Path) -> bool:
 
 
 def outlier_fit(run: str | Path, data: str, *, out: str | Path | None = None, data_options: dict | None = None,
-                max_samples: int | None = None, max_bank: int = 20_000, seed: int = 0, log: Log = say) -> Path:
+                max_samples: int | None = None, max_bank: int = 20_000, seed: int = 0, device: str = "auto",
+                log: Log = say) -> Path:
     """Keep the training rows (or windows) of ``data`` and their embeddings as the detectors' bank.
 
     ``data`` is read with the run's schema and ``split`` "train" unless ``data_options`` say otherwise
@@ -53,7 +54,7 @@ def outlier_fit(run: str | Path, data: str, *, out: str | Path | None = None, da
     """
     from selfsup.evaluate.features import extract_features
 
-    encoder, spec, _ = runs.load_encoder(run)
+    encoder, spec, _ = runs.load_encoder(run, device=device)
     options = {"split": "train", **(data_options or {})}
     src = open_source(data, **spec.reader_options(), **options)
     x, _ = src.arrays(max_samples)
@@ -88,7 +89,7 @@ def _anomaly_labels(labels: np.ndarray, class_names: list[str] | None) -> np.nda
 
 def outlier_score(model: str | Path, data: str, *, data_options: dict | None = None, out_dir: str | Path | None = None,
                   max_samples: int | None = None, k: int = 5, passes: int = 4, seed: int = 0, report: bool = True,
-                  log: Log = say) -> list[dict]:
+                  device: str = "auto", log: Log = say) -> list[dict]:
     """Score ``data`` with the bank saved by ``outlier_fit`` (its file or folder): every detector's
     scores to ``OUT/scores.csv`` (default the bank's folder); with labels, AUROC and AUPRC per
     (encoder, detector) into the run's ``metrics.json`` (returned). ``split`` defaults to "test"
@@ -105,8 +106,8 @@ def outlier_score(model: str | Path, data: str, *, data_options: dict | None = N
         raise FileNotFoundError(f"no anomaly bank at {path} (with {meta.name} beside it); run `anomaly fit`")
     info = json.loads(meta.read_text())
     run = Path(info["run"])
-    encoder, spec, _ = runs.load_encoder(run)
-    method = runs.load_method(run)
+    encoder, spec, _ = runs.load_encoder(run, device=device)
+    method = runs.load_method(run, device=device)
     saved = load_file(str(path))
     bank_emb = saved.pop("embeddings")
     bank = saved if len(saved) > 1 else saved[spec.input_key]

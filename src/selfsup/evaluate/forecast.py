@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from selfsup.data.sources.windows import forecast_borders
+from selfsup.hardware import autocast
 
 
 def standardize(values: np.ndarray, train_end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,12 +125,15 @@ def train_forecaster(
     patience: int = 4,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    precision: str = "auto",
 ) -> tuple[PatchForecaster, dict]:
     """Adam on the MSE of windows X (N, C, L) -> Y (N, C, H) in batches drawn at random;
     ``freeze_encoder`` trains the head only. With ``val`` (windows of the validation split) the
     validation MSE is checked every ``eval_every`` steps: training stops once it has not improved
     for ``patience`` checks (at most ``steps``), and the best weights are kept, so a network that
     learns slowly (from scratch) trains as long as it improves. Without ``val`` it runs ``steps``.
+    Runs on ``device`` under ``hardware.autocast(device, precision)``, the rule of every fine-tune
+    (bf16 on a GPU; fp32 master weights; the loss in fp32).
     Returns the model in eval mode and {"steps" run, "best_step", "val_mse", "hit_cap"}."""
     g = torch.Generator().manual_seed(seed)
     model.to(device).train()
@@ -141,12 +145,14 @@ def train_forecaster(
         idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=g).numpy()
         xb = torch.tensor(np.asarray(x[idx]), dtype=torch.float32, device=device)  # a copy of read-only views
         yb = torch.tensor(np.asarray(y[idx]), dtype=torch.float32, device=device)
-        loss = torch.nn.functional.mse_loss(model(xb), yb)
+        with autocast(device, precision):
+            pred = model(xb)
+        loss = torch.nn.functional.mse_loss(pred.float(), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if val is not None and (step % eval_every == 0 or step == steps):
-            mse = forecast_errors(predict(model, val[0], device=device), val[1])["mse"]
+            mse = forecast_errors(predict(model, val[0], device=device, precision=precision), val[1])["mse"]
             model.train()
             if mse < best:
                 best, best_step, best_state, since = mse, step, copy.deepcopy(model.state_dict()), 0
@@ -161,12 +167,14 @@ def train_forecaster(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256, device: str | torch.device = "cpu") -> np.ndarray:
-    """Forecasts (N, C, H) of windows (N, C, L), in eval mode."""
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256, device: str | torch.device = "cpu",
+            precision: str = "auto") -> np.ndarray:
+    """Forecasts (N, C, H) float32 of windows (N, C, L), in eval mode on ``device`` (under ``hardware.autocast``)."""
     was = model.training
     model.eval()
-    out = [model(torch.tensor(np.asarray(x[i : i + batch_size]), dtype=torch.float32, device=device)).cpu()
-           for i in range(0, len(x), batch_size)]  # a copy: windows are read-only views
+    with autocast(device, precision):
+        out = [model(torch.tensor(np.asarray(x[i : i + batch_size]), dtype=torch.float32, device=device)).float().cpu()
+               for i in range(0, len(x), batch_size)]  # a copy: windows are read-only views
     model.train(was)
     return torch.cat(out).numpy()
 

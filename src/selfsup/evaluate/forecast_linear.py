@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from selfsup.encoders.inference import module_device
+from selfsup.hardware import autocast
+
 RIDGES = (1e-6, 1e-4, 1e-2, 1e-1, 1.0)  # x the mean diagonal of the Gram matrix, chosen on validation
 Featurize = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
@@ -40,10 +43,12 @@ def frozen_tokens(encoder: nn.Module) -> Featurize:
     def featurize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         was = encoder.training
         encoder.eval()
-        patches, mean, std = encoder.patches(x.float())
-        tokens = encoder.forward_tokens(encoder.embed_patches(patches))
+        device = module_device(encoder)
+        with autocast(device):
+            patches, mean, std = encoder.patches(x.float().to(device))
+            tokens = encoder.forward_tokens(encoder.embed_patches(patches))
         encoder.train(was)
-        return tokens.flatten(1).float(), mean.reshape(-1, 1), std.reshape(-1, 1)
+        return tokens.flatten(1).float().cpu(), mean.reshape(-1, 1).float().cpu(), std.reshape(-1, 1).float().cpu()
 
     return featurize
 

@@ -83,7 +83,7 @@ def run_onnx(sess, x: torch.Tensor) -> torch.Tensor:
 def check_onnx(encoder: nn.Module, path: str | Path, x: torch.Tensor) -> float:
     """Largest absolute difference between onnxruntime on ``path`` and ``encoder`` (eval) on ``x``."""
     with eval_mode(encoder):
-        ref = encoder(x).float().cpu()
+        ref = encoder(x.to(module_device(encoder))).float().cpu()
     return float((run_onnx(session(path), x) - ref).abs().max())
 
 
