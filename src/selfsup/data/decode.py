@@ -27,6 +27,7 @@ from selfsup.data.formats import (
     is_tiff,
     read_dicom,
     read_tiff,
+    tiff_size_check,
     tiff_wants_tifffile,
     to_carrier,
 )
@@ -110,8 +111,10 @@ def read_pixels(data: bytes, draft: int | None = None) -> np.ndarray:
     try:
         if is_dicom(data):
             return read_dicom(data)
-        if is_tiff(data) and tiff_wants_tifffile(data):
-            return read_tiff(data)
+        if is_tiff(data):
+            if tiff_wants_tifffile(data):
+                return read_tiff(data)
+            tiff_size_check(data)  # PIL reads the first frame only, but a bomb is refused the same way
     except FormatError as e:
         raise DecodeError(str(e)) from e
     img = open_image(data, draft)

@@ -13,7 +13,10 @@ Both give pixels as a NumPy array (H, W, C) of uint8 or uint16, the two depths i
   per pixel, or channel pages named C/S/Q/I by tifffile). Alpha extra-samples are dropped;
   MINISWHITE is inverted. Plain 8-bit grey, RGB, palette and CMYK TIFFs go through PIL as before.
 
-Headers are read first and images above ``MAX_PIXELS`` refused before any pixel is decoded.
+Headers are read first and images above ``MAX_PIXELS`` refused before any pixel is decoded; so is
+a file whose frames, pages and bands add up to more than ``MAX_DECODED_BYTES`` once decoded (a
+multi-frame bomb), and a deflated DICOM that inflates past it. Of a multi-frame file only the frame
+used (the first, all its channels) is decoded.
 """
 
 from __future__ import annotations
@@ -25,6 +28,27 @@ import numpy as np
 
 MAX_PIXELS = 64 * 2**20  # refuse images above 64M pixels before decoding them (decompression bombs)
 MAX_CHANNELS = 64  # more "channels" than this is a volume or a stack, not an image
+MAX_DECODED_BYTES = 256 * 2**20  # all frames x pages x bands x pixels x bytes a header may declare
+
+
+def _too_large(frames: int, w: int, h: int, channels: int, itemsize: int) -> FormatError | None:
+    """The refusal for a file declaring more than ``MAX_DECODED_BYTES`` of pixels, else None."""
+    total = frames * w * h * channels * itemsize
+    if total <= MAX_DECODED_BYTES:
+        return None
+    what = f"{frames} frames of " if frames > 1 else ""
+    bands = f" x {channels} channels" if channels > 1 else ""
+    return FormatError(f"too large: {what}{w}x{h} pixels{bands} at {itemsize * 8} bits = {_bytes(total)} decoded "
+                       f"(limit {_bytes(MAX_DECODED_BYTES)})")
+
+
+def _bytes(n: float) -> str:
+    """A byte count for people: 192 KiB, 2.9 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KiB") or n >= 100 else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.0f} B"
 
 
 class FormatError(ValueError):
@@ -72,9 +96,42 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
+_DEFLATED = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is zlib
+_INFLATE_SLACK = 2**20  # room for the tags around the pixels of a deflated DICOM
+
+
+def _check_inflation(data: bytes) -> None:
+    """A deflated DICOM is inflated whole by pydicom, header reads included: count what it inflates
+    to, in 16 MiB steps without keeping it, and refuse it past ``MAX_DECODED_BYTES`` (+ 1 MiB of tags)."""
+    import zlib
+
+    start = 132  # the file meta group (0002,xxxx) follows the preamble, always explicit VR little endian
+    while start + 8 <= len(data) and data[start:start + 2] == b"\x02\x00":
+        if data[start + 4:start + 6] in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR"):
+            start += 12 + int.from_bytes(data[start + 8:start + 12], "little")
+        else:
+            start += 8 + int.from_bytes(data[start + 6:start + 8], "little")
+    if _DEFLATED not in data[132:start]:
+        return
+    d, pending, total = zlib.decompressobj(-zlib.MAX_WBITS), data[start:], 0
+    limit = MAX_DECODED_BYTES + _INFLATE_SLACK
+    try:
+        while pending and total <= limit and not d.eof:
+            out = len(d.decompress(pending, 16 * 2**20))
+            total, pending = total + out, d.unconsumed_tail
+            if out == 0:
+                break
+    except zlib.error as e:
+        raise FormatError("corrupt: deflated DICOM does not inflate") from e
+    if total > limit:
+        raise FormatError(f"too large: deflated DICOM inflates past {_bytes(limit)} "
+                          f"({_bytes(len(data))} on disk)")
+
+
 def _dataset(data: bytes, header_only: bool):
     import pydicom
 
+    _check_inflation(data)
     try:
         return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=header_only)
     except Exception as e:  # noqa: BLE001 - pydicom raises many kinds for a bad stream
@@ -93,13 +150,26 @@ def _first(value, default: float | None = None) -> float | None:
 
 def dicom_info(data: bytes) -> Info:
     ds = _dataset(data, header_only=True)
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if rows * cols == 0:
+    rows, cols = _int(ds.get("Rows", 0)), _int(ds.get("Columns", 0))
+    if rows * cols <= 0:
         raise FormatError("corrupt: a DICOM without an image")
     if rows * cols > MAX_PIXELS:
         raise FormatError(f"too large: {cols}x{rows} pixels")
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = max(_int(ds.get("NumberOfFrames", 1)), 1)
+    bits = _int(ds.get("BitsAllocated", 16)) or 16
+    error = _too_large(frames, cols, rows, max(samples, 1), max((bits + 7) // 8, 1))
+    if error is not None:
+        raise error
     return Info(3 if samples == 3 else 1, cols, rows, 16 if samples == 1 else 8)
+
+
+def _int(value) -> int:
+    """A DICOM integer tag (IS strings included) or 0 where it is not a number."""
+    try:
+        return int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def window(x: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -112,18 +182,18 @@ def read_dicom(data: bytes) -> np.ndarray:
     """DICOM bytes -> (H, W, 1) uint16 windowed as the file says (module docstring), or (H, W, 3) RGB."""
     dicom_info(data)  # refuses huge images before the pixels are decoded
     ds = _dataset(data, header_only=False)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
     try:
-        from pydicom.pixels import apply_modality_lut
+        from pydicom.pixels import apply_modality_lut, pixel_array
 
-        arr = ds.pixel_array
+        arr = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array  # only the frame used
     except Exception as e:  # noqa: BLE001 - missing decoder, truncated pixel data...
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", None) or str(syntax or "?")
         reason = "truncated" if "length" in str(e).lower() or "truncat" in str(e).lower() else "corrupt"
         raise FormatError(f"{reason}: DICOM pixel data not decodable ({name})") from e
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames > 1:
+    if frames > 1 and arr.ndim == (4 if samples > 1 else 3):
         arr = arr[0]
     if samples == 3:
         return to_carrier(arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, -1))
@@ -178,32 +248,82 @@ def tiff_wants_tifffile(data: bytes) -> bool:
     return photometric in (0, 1, 2) and not plain  # MINISWHITE, MINISBLACK, RGB
 
 
+def _check_tiff_total(tif) -> None:
+    """Refuse a TIFF whose first series (every frame, page and band) decodes past ``MAX_DECODED_BYTES``."""
+    series = tif.series[0]
+    shape, axes = tuple(series.shape), series.axes
+    h, w = shape[axes.index("Y")], shape[axes.index("X")]
+    rest = int(np.prod(shape, dtype=np.float64)) // max(h * w, 1)
+    channels = int(np.prod([n for n, ax in zip(shape, axes, strict=True) if ax in _CHANNEL_AXES], dtype=np.float64))
+    error = _too_large(max(rest // max(channels, 1), 1), w, h, max(channels, 1), np.dtype(series.dtype).itemsize)
+    if error is not None:
+        raise error
+
+
+def tiff_size_check(data: bytes) -> None:
+    """The total-size refusal alone, for the TIFFs PIL decodes (a header tifffile cannot read passes here)."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            _check_tiff_total(tif)
+    except FormatError:
+        raise
+    except Exception:  # noqa: BLE001 - PIL names the failure
+        return
+
+
 def tiff_info(data: bytes) -> Info:
     import tifffile
 
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             shape, axes, dtype, _, channels, _ = _tiff_layout(tif)
+            h, w = shape[axes.index("Y")], shape[axes.index("X")]
+            if h * w > MAX_PIXELS:
+                raise FormatError(f"too large: {w}x{h} pixels")
+            if channels > MAX_CHANNELS:
+                raise FormatError(f"too large: {channels} channels")
+            _check_tiff_total(tif)
+    except FormatError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise FormatError("corrupt") from e
-    h, w = shape[axes.index("Y")], shape[axes.index("X")]
-    if h * w > MAX_PIXELS:
-        raise FormatError(f"too large: {w}x{h} pixels")
-    if channels > MAX_CHANNELS:
-        raise FormatError(f"too large: {channels} channels")
     return Info(channels, w, h, 8 if np.dtype(dtype) in (np.uint8, np.bool_) else 16)
+
+
+def _first_frame(tif) -> tuple[np.ndarray, str]:
+    """The pages of the first series at index 0 of every axis that is not a channel (Z, T...), all
+    channel pages kept: (array, its axes), unsqueezed; the other frames are never decoded."""
+    series = tif.series[0]
+    shape, axes = tuple(series.get_shape(False)), series.get_axes(False)
+    n_pages = len(series.pages)
+    if n_pages <= 1:
+        return series.asarray().reshape(shape), axes
+    lead, count = 0, 1
+    while count < n_pages and lead < len(shape):
+        count *= shape[lead]
+        lead += 1
+    if count != n_pages:  # an odd layout: decode the series (its total was checked)
+        return series.asarray().reshape(shape), axes
+    grid = [range(n) if ax in _CHANNEL_AXES else range(1) for n, ax in zip(shape[:lead], axes[:lead], strict=True)]
+    index = np.ravel_multi_index(np.stack(np.meshgrid(*grid, indexing="ij")).reshape(lead, -1), shape[:lead])
+    pages = tif.asarray(key=[int(i) for i in index], series=0)
+    kept = tuple(len(g) for g in grid) + shape[lead:]
+    return pages.reshape(kept), axes
 
 
 def read_tiff(data: bytes) -> np.ndarray:
     """TIFF bytes -> (H, W, C) uint8 or uint16: channel axes gathered last, other axes (Z, T...)
-    at their first index, alpha dropped, MINISWHITE inverted (``to_carrier`` for the depth)."""
+    at their first index (only that frame is decoded), alpha dropped, MINISWHITE inverted
+    (``to_carrier`` for the depth)."""
     import tifffile
 
     tiff_info(data)
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            _, axes, _, photometric, _, alpha = _tiff_layout(tif)
-            a = tif.series[0].asarray()
+            _, _, _, photometric, _, alpha = _tiff_layout(tif)
+            a, axes = _first_frame(tif)
     except Exception as e:  # noqa: BLE001
         short = any(w in str(e).lower() for w in ("truncat", "failed to read", "end of file"))
         raise FormatError("truncated" if short else "corrupt") from e
@@ -220,4 +340,4 @@ def read_tiff(data: bytes) -> np.ndarray:
 
 
 __all__ = ["FormatError", "Info", "dicom_info", "is_dicom", "is_tiff", "read_dicom", "read_tiff", "tiff_info",
-           "tiff_wants_tifffile", "to_carrier", "window"]
+           "tiff_size_check", "tiff_wants_tifffile", "to_carrier", "window"]
