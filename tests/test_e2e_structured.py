@@ -37,9 +37,10 @@ def test_table_pretrain_evaluate_anomaly(tmp_path: Path):
             str(run), *SMALL, *DECODER)
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["target"] == "kind"
     proc = selfsup("evaluate", str(run), "--data", str(test), "--train-data", str(train), "--protocol",
-                   "knn,linear", "--shots", "5", "--seeds", "2", "--json")
+                   "knn,linear,semi,hybrid", "--shots", "5", "--seeds", "2", "--json")
     records = json.loads(proc.stdout.strip().splitlines()[-1])
     cells = {(r["protocol"], r["encoder"], r["metric"]) for r in records if not r.get("baseline")}
+    assert {("semi", "ssl", "top1"), ("semi", "raw", "top1"), ("hybrid", "ssl", "auprc")} <= cells
     assert {("knn", "ssl", "top1"), ("linear", "raw", "auprc"), ("supervised", "gbdt", "top1"),
             ("supervised", "gbdt", "auprc")} <= cells  # AUPRC: fraud is a quarter of the rows
     assert {r["baseline"] for r in records if r.get("baseline")} == {"raw", "gbdt"}
@@ -47,7 +48,8 @@ def test_table_pretrain_evaluate_anomaly(tmp_path: Path):
     proc = selfsup("anomaly", "score", str(run / "anomaly"), "--data", str(test), "--json")
     records = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {(r["encoder"], r["detector"]) for r in records} == {("ssl", "knn"), ("ssl", "reconstruction"),
-                                                                   ("raw", "knn"), ("raw", "iforest")}
+                                                                   ("raw", "knn"), ("raw", "iforest"),
+                                                                   ("ssl", "ensemble")}
     assert all(r["metric"] in ("auroc", "auprc") and r["n_test"] == 160 for r in records)
     assert (run / "anomaly" / "scores.csv").is_file() and (run / "figures" / "feature_errors.png").is_file()
     assert "Per-feature reconstruction error" in (run / "report.html").read_text()
