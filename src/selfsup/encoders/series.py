@@ -5,7 +5,7 @@ A series (B, C, T) is normalised per sample and channel (reversible instance nor
 RevIN, Kim et al. 2022: subtract the mean, divide by the std, both kept to undo it for
 forecasts), cut into patches of ``patch_size`` steps every ``stride`` steps, and each patch is
 linearly embedded. Channels are independent: the (B, C) series become B * C sequences of patch
-tokens that share one transformer (the ViT's ``Block`` stack) and one set of weights, which is
+tokens that share one transformer (``encoders.trunk``, with no prefix tokens) and one set of weights, which is
 what lets PatchTST learn from multivariate data without mixing its channels.
 
 NaN marks a step that was not observed (missing, or padding of a shorter series): RevIN skips
@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from selfsup.encoders.layers import Block
+from selfsup.encoders.trunk import Trunk, init_weights, make_blocks
 
 
 def sincos_1d(n: int, dim: int, device=None) -> torch.Tensor:
@@ -58,7 +58,7 @@ def patchify(x: torch.Tensor, patch_size: int, stride: int) -> torch.Tensor:
     return x.unfold(-1, patch_size, stride)
 
 
-class PatchTST(nn.Module):
+class PatchTST(Trunk):
     """Channel-independent patch transformer. ``forward(x)`` (B, C, T) -> pooled (B, C * D).
 
     ``forward_features(x)`` gives the patch tokens (B, C, n, D) (no CLS token, as in PatchTST);
@@ -85,15 +85,13 @@ class PatchTST(nn.Module):
         self.embed_dim, self.depth, self.num_heads, self.revin = embed_dim, depth, num_heads, revin
         self.patch_embed = nn.Linear(patch_size, embed_dim)
         self.pad_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, r) for r in rates)
+        self.cls_token = self.reg_token = self.attn_pool = None  # no prefix tokens, as in PatchTST
+        self.pool = "avg"
+        self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.num_features = channels * embed_dim
         nn.init.normal_(self.pad_token, std=0.02)
-        for m in [self.patch_embed, *self.blocks.modules()]:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights([self.patch_embed, *self.blocks.modules()])
 
     @staticmethod
     def _series(x) -> torch.Tensor:
@@ -123,23 +121,6 @@ class PatchTST(nn.Module):
         t = torch.where(empty, self.pad_token.to(t.dtype), t)
         return t + sincos_1d(n, self.embed_dim, t.device).to(t.dtype)
 
-    def forward_tokens(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens (B', n, D) -> normed (B', n, D).
-
-        With ``lengths`` (B',) (tokens that are not padding, from ``token_lengths``) sequences of
-        equal length run together and only over their own tokens, so a padded series gives what it
-        gives alone (the blocks have no attention mask); positions past a length are zero.
-        """
-        if lengths is not None and bool((lengths < tokens.shape[1]).any()):
-            out = torch.zeros_like(tokens)
-            for n in lengths.unique().tolist():
-                rows = (lengths == n).nonzero().squeeze(1)
-                out[rows, :n] = self.forward_tokens(tokens[rows, :n])
-            return out
-        for block in self.blocks:
-            tokens = block(tokens)
-        return self.norm(tokens)
-
     @staticmethod
     def token_lengths(patches: torch.Tensor) -> torch.Tensor:
         """Patches (B, C, n, P) -> (B * C,) patches up to the last one with an observed step (>= 1);
@@ -148,13 +129,18 @@ class PatchTST(nn.Module):
         idx = torch.arange(1, observed.shape[1] + 1, device=patches.device)
         return (observed * idx).amax(1).clamp(min=1)
 
+    def tokenize(self, x) -> torch.Tensor:
+        """Series (B, C, T) (or a batch dict) -> patch tokens with positions (B * C, n, D)."""
+        return self.embed_patches(self.patches(self._series(x))[0])
+
     def forward_features(self, x) -> torch.Tensor:
         """Series (B, C, T) (or a batch dict) -> normed patch tokens (B, C, n, D)."""
         patches, _, _ = self.patches(self._series(x))
         B, C, n, _ = patches.shape
-        return self.forward_tokens(self.embed_patches(patches), self.token_lengths(patches)).reshape(B, C, n, -1)
+        tokens = self.forward_tokens(self.embed_patches(patches), lengths=self.token_lengths(patches))
+        return tokens.reshape(B, C, n, -1)
 
-    def pool(self, tokens: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    def pool_observed(self, tokens: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         """Tokens (B, C, n, D) -> (B, C * D): per channel the mean over patches with an observed step."""
         observed = (~torch.isnan(patches).all(-1)).unsqueeze(-1).to(tokens.dtype)  # (B, C, n, 1)
         pooled = (tokens * observed).sum(2) / observed.sum(2).clamp(min=1.0)
@@ -164,10 +150,15 @@ class PatchTST(nn.Module):
         """Series (B, C, T) (or a batch dict) -> pooled features (B, num_features = C * D)."""
         patches, _, _ = self.patches(self._series(x))
         B, C, n, _ = patches.shape
-        tokens = self.forward_tokens(self.embed_patches(patches), self.token_lengths(patches))
-        return self.pool(tokens.reshape(B, C, n, -1), patches)
+        tokens = self.forward_tokens(self.embed_patches(patches), lengths=self.token_lengths(patches))
+        return self.pool_observed(tokens.reshape(B, C, n, -1), patches)
 
-    def no_weight_decay(self) -> set[str]:
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens (B, C, n, D) -> (B, C * D), each channel's mean over all its patches (``forward`` leaves
+        out the patches with no observed step; it knows them from the input)."""
+        return tokens.mean(2).flatten(1)
+
+    def extra_no_weight_decay(self) -> set[str]:
         return {"pad_token"}
 
 

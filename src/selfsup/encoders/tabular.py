@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from selfsup.encoders.layers import Block
+from selfsup.encoders.trunk import Trunk, init_weights, make_blocks
 
 
 class FeatureTokenizer(nn.Module):
@@ -61,8 +61,8 @@ class FeatureTokenizer(nn.Module):
         return torch.cat(tokens, dim=1)
 
 
-class FTTransformer(nn.Module):
-    """Feature tokenizer + CLS + transformer blocks. ``forward`` gives pooled features (B, num_features).
+class FTTransformer(Trunk):
+    """Feature tokenizer + CLS + the trunk's blocks. ``forward`` gives pooled features (B, num_features).
 
     ``pool``: "token" (CLS, as in the paper), "avg" (mean of the feature tokens) or "token+avg".
     """
@@ -84,18 +84,17 @@ class FTTransformer(nn.Module):
         cardinalities = list(cardinalities or [])
         if num_features + len(cardinalities) == 0:
             raise ValueError("a table encoder needs at least one numeric or categorical column")
+        if pool not in ("token", "avg", "token+avg"):
+            raise ValueError(f"unknown pool {pool!r}; use token, avg or token+avg")
         self.embed_dim, self.depth, self.num_heads, self.pool = embed_dim, depth, num_heads, pool
         self.tokenizer = FeatureTokenizer(num_features, cardinalities, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, r) for r in rates)
+        self.reg_token = self.attn_pool = None
+        self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.num_features = embed_dim * (2 if pool == "token+avg" else 1)
         nn.init.normal_(self.cls_token, std=0.02)
-        for m in self.blocks.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self.blocks.modules())
 
     @property
     def num_tokens(self) -> int:
@@ -112,36 +111,22 @@ class FTTransformer(nn.Module):
         """(B, F), (B, K) -> feature tokens (B, F + K, D), numeric columns first."""
         return self.tokenizer(x_num, x_cat)
 
-    def forward_tokens(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Feature tokens (B, N, D), optionally only ``keep`` (B, n) of them -> normed (B, 1 + n, D)."""
-        if keep is not None:
-            tokens = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens], dim=1)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+    def tokenize(self, x) -> torch.Tensor:
+        """(B, F) numbers or a batch dict -> feature tokens (B, F + K, D)."""
+        return self.embed(*self._inputs(x, None))
 
     def forward_features(self, x, x_cat: torch.Tensor | None = None, keep: torch.Tensor | None = None):
         """(B, F) numbers and (B, K) categories (or a batch dict) -> normed tokens (B, 1 + F + K, D), CLS first."""
         x_num, x_cat = self._inputs(x, x_cat)
         return self.forward_tokens(self.embed(x_num, x_cat), keep)
 
-    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.pool == "token":
-            return tokens[:, 0]
-        if self.pool == "avg":
-            return tokens[:, 1:].mean(dim=1)
-        if self.pool == "token+avg":
-            return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=-1)
-        raise ValueError(f"unknown pool {self.pool!r}; use token, avg or token+avg")
-
     def forward(self, x, x_cat: torch.Tensor | None = None) -> torch.Tensor:
         """(B, F) numbers and (B, K) categories, or a batch dict -> pooled features (B, num_features)."""
         return self.forward_head(self.forward_features(x, x_cat))
 
-    def no_weight_decay(self) -> set[str]:
+    def extra_no_weight_decay(self) -> set[str]:
         """The paper keeps weight decay off the tokenizer, norms and biases."""
-        return {"cls_token", *(f"tokenizer.{n}" for n, _ in self.tokenizer.named_parameters())}
+        return {f"tokenizer.{n}" for n, _ in self.tokenizer.named_parameters()}
 
 
 __all__ = ["FTTransformer", "FeatureTokenizer"]

@@ -29,6 +29,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from torch import nn
 
 from selfsup.encoders.layers import Attention, Block, attention
+from selfsup.encoders.trunk import init_weights
 
 PAD, SOT, EOT = "<pad>", "<sot>", "<eot>"
 PAD_ID, SOT_ID, EOT_ID = 0, 1, 2
@@ -186,10 +187,7 @@ class TextTransformer(nn.Module):
         self.missing_tokenizer_reason: str | None = None  # set by loaders that found no tokenizer.json
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
-        for m in self.blocks.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self.blocks.modules())
         nn.init.normal_(self.text_projection.weight, std=width**-0.5)
         if self.text_projection.bias is not None:
             nn.init.zeros_(self.text_projection.bias)

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.encoders.layers import AttentionPoolLatent, Block, PatchEmbed
-from selfsup.encoders.levels import take_indices
+from selfsup.encoders.layers import AttentionPoolLatent, PatchEmbed
+from selfsup.encoders.trunk import Trunk, check_pool, init_weights, make_blocks
 
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"width": 192, "depth": 12, "heads": 3},
@@ -61,7 +61,7 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool | int = Tr
     return emb.unsqueeze(0)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(Trunk):
     """ViT encoder. ``forward(x)`` gives pooled features (B, D), or logits with ``num_classes``.
 
     ``img_size`` only fixes the stored position-embedding grid; other sizes divisible by the patch
@@ -104,10 +104,7 @@ class VisionTransformer(nn.Module):
         pos_antialias: bool = False,
     ):
         super().__init__()
-        if pool not in ("token", "avg", "token+avg", "map"):
-            raise ValueError(f"unknown pool {pool!r}; use token, avg, token+avg or map")
-        if "token" in pool and not class_token:
-            raise ValueError(f"pool {pool!r} needs a class token")
+        check_pool(pool, class_token)
         if fc_norm and pool == "token+avg":
             raise ValueError("fc_norm works with one pooled vector (token, avg or map), not token+avg")
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
@@ -115,8 +112,7 @@ class VisionTransformer(nn.Module):
         self.pool, self.no_embed_class, self.pos_antialias = pool, no_embed_class, pos_antialias
         self.grid = (img_size // patch_size, img_size // patch_size)
         self.num_patches = self.grid[0] * self.grid[1]
-        self.num_prefix_tokens = int(class_token) + reg_tokens
-        self.num_pos_prefix = 0 if no_embed_class else self.num_prefix_tokens  # prefix rows of pos_embed
+        self.num_pos_prefix = 0 if no_embed_class else int(class_token) + reg_tokens  # prefix rows of pos_embed
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, bias=patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
@@ -124,12 +120,8 @@ class VisionTransformer(nn.Module):
             torch.zeros(1, self.num_pos_prefix + self.num_patches, embed_dim), requires_grad=not sincos_pos
         )
         self.norm_pre = nn.LayerNorm(embed_dim, eps=norm_eps) if pre_norm else nn.Identity()
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, r, qkv_bias=qkv_bias, act=act_layer, norm_eps=norm_eps,
-                  init_values=init_values, mlp_layer=mlp_layer)
-            for r in rates
-        )
+        self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate, qkv_bias=qkv_bias,
+                                  act=act_layer, norm_eps=norm_eps, init_values=init_values, mlp_layer=mlp_layer)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps) if not fc_norm else nn.Identity()
         self.attn_pool = (
             AttentionPoolLatent(embed_dim, num_heads, mlp_ratio, act_layer, norm_eps) if pool == "map" else None
@@ -154,14 +146,7 @@ class VisionTransformer(nn.Module):
             nn.init.trunc_normal_(self.attn_pool.latent, std=self.embed_dim**-0.5)
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self.modules())
 
     def grid_for(self, x: torch.Tensor) -> tuple[int, int]:
         H, W = x.shape[-2:]
@@ -192,119 +177,34 @@ class VisionTransformer(nn.Module):
             pos = torch.gather(pos.expand(x.shape[0], -1, -1), 1, keep.unsqueeze(-1).expand(-1, -1, pos.shape[-1]))
         return self.patch_embed(x, keep) + pos
 
-    def _prefix_tokens(self, batch: int) -> torch.Tensor | None:
-        """[CLS, registers] with their position embedding (unless ``no_embed_class``), (B, P, D)."""
-        parts = [t for t in (self.cls_token, self.reg_token) if t is not None]
-        if not parts:
-            return None
-        prefix = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        if self.num_pos_prefix:
-            prefix = prefix + self.pos_embed[:, : self.num_pos_prefix]
-        return prefix.expand(batch, -1, -1)
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> patch tokens with positions (B, N, D): the trunk's input."""
+        return self.embed_patches(x)
 
-    def _pos_embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Patch tokens with positions (B, n, D) -> the blocks' input: prefix tokens first, then ``norm_pre``.
-
-        The one place that adds the CLS and register tokens; every path into the blocks goes through it.
-        """
-        prefix = self._prefix_tokens(tokens.shape[0])
-        x = tokens if prefix is None else torch.cat([prefix, tokens], dim=1)
-        return self.norm_pre(x)
-
-    def forward_tokens(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Patch tokens (B, N, D), optionally only ``keep`` (B, n) of them -> normed (B, P + n, D)."""
-        if keep is not None:
-            tokens = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        x = self._pos_embed(tokens)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+    def format_intermediate(self, tokens: torch.Tensor, x: torch.Tensor, output_fmt: str) -> torch.Tensor:
+        """Patch tokens (B, N, D) as "NCHW" (B, D, gh, gw), "NHWC" (B, gh, gw, D) or "NLC" (B, N, D)."""
+        if output_fmt == "NLC":
+            return tokens
+        gh, gw = self.grid_for(x)
+        if output_fmt == "NHWC":
+            return tokens.reshape(tokens.shape[0], gh, gw, -1)
+        if output_fmt == "NCHW":
+            return tokens.reshape(tokens.shape[0], gh, gw, -1).permute(0, 3, 1, 2)
+        raise ValueError(f"output_fmt must be NCHW, NHWC or NLC, not {output_fmt!r}")
 
     def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) -> normed tokens (B, P + N, D): CLS, registers, then patches."""
         return self.forward_tokens(self.embed_patches(x), keep)
 
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | Sequence[int] | None = None,
-        *,
-        norm: bool = False,
-        output_fmt: str = "NCHW",
-        return_prefix_tokens: bool = False,
-        intermediates_only: bool = False,
-    ):
-        """Patch tokens after the blocks in ``indices``, in the spirit of timm's method of that name.
-
-        ``indices``: None = every block, an int n = the last n blocks, a sequence = those blocks
-        (0-based, negative counts from the end). ``norm`` applies the final ``norm`` to each.
-        ``output_fmt``: "NCHW" (B, D, gh, gw) as timm, "NHWC" (B, gh, gw, D) or "NLC" (B, N, D).
-        With ``return_prefix_tokens`` each entry is (patch tokens, prefix tokens (B, P, D)).
-        Returns the list, or (final normed tokens (B, P + N, D), list) unless ``intermediates_only``;
-        with ``intermediates_only`` the blocks after the deepest index are not run.
-        """
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, *,
+                              norm: bool = False, output_fmt: str = "NCHW", return_prefix_tokens: bool = False,
+                              intermediates_only: bool = False):
+        """``Trunk.forward_intermediates`` with timm's default layout: patch maps (B, D, gh, gw)."""
         if output_fmt not in ("NCHW", "NHWC", "NLC"):
             raise ValueError(f"output_fmt must be NCHW, NHWC or NLC, not {output_fmt!r}")
-        take = take_indices(indices, self.depth)
-        gh, gw = self.grid_for(x)
-        t = self._pos_embed(self.embed_patches(x))
-        P = self.num_prefix_tokens
-        out = []
-        last = max(take) if intermediates_only else self.depth - 1
-        for i, block in enumerate(self.blocks[: last + 1]):
-            t = block(t)
-            if i in take:
-                y = self.norm(t) if norm else t
-                patches = y[:, P:]
-                if output_fmt == "NHWC":
-                    patches = patches.reshape(y.shape[0], gh, gw, -1)
-                elif output_fmt == "NCHW":
-                    patches = patches.reshape(y.shape[0], gh, gw, -1).permute(0, 3, 1, 2)
-                out.append((patches, y[:, :P]) if return_prefix_tokens else patches)
-        return out if intermediates_only else (self.norm(t), out)
-
-    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens (B, P + N, D) -> pooled (B, num_features) -> fc_norm -> head."""
-        if self.pool == "map":
-            feats = self.attn_pool(tokens)
-        elif self.pool == "token":
-            feats = tokens[:, 0]
-        elif self.pool == "avg":
-            feats = tokens[:, self.num_prefix_tokens:].mean(dim=1)
-        else:  # token+avg
-            feats = torch.cat([tokens[:, 0], tokens[:, self.num_prefix_tokens:].mean(dim=1)], dim=-1)
-        feats = self.fc_norm(feats)
-        return feats if pre_logits else self.head(feats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Softmax attention weights of every block, each (B, heads, P + N, P + N)."""
-        t = self._pos_embed(self.embed_patches(x))
-        maps = []
-        for block in self.blocks:
-            t, attn = block(t, return_attention=True)
-            maps.append(attn)
-        return maps
-
-    def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token", "reg_token"}
-
-    @property
-    def num_layers(self) -> int:
-        """Layers for layer-wise lr decay (``train.optim``): embeddings 0, blocks 1..depth, final norm."""
-        return len(self.blocks) + 1
-
-    def layer_id(self, name: str) -> int:
-        """The layer of parameter ``name``: embeddings, prefix tokens and ``norm_pre`` 0, block i i + 1, the
-        rest (final norm, pooling, head) the top."""
-        if name.startswith(("patch_embed", "cls_token", "reg_token", "pos_embed", "norm_pre")):
-            return 0
-        if name.startswith("blocks."):
-            return int(name.split(".")[1]) + 1
-        return self.num_layers
+        return super().forward_intermediates(x, indices, norm=norm, output_fmt=output_fmt,
+                                             return_prefix_tokens=return_prefix_tokens,
+                                             intermediates_only=intermediates_only)
 
 
 def vit(

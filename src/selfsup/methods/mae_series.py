@@ -61,7 +61,7 @@ class SeriesMAE(nn.Module):
         empty = torch.isnan(patches).all(-1)  # padding stays padding
         hidden = (mask > 0) & ~empty
         inputs = torch.where(hidden.unsqueeze(-1), torch.zeros_like(patches), patches)
-        tokens = enc.forward_tokens(enc.embed_patches(inputs), enc.token_lengths(patches))
+        tokens = enc.forward_tokens(enc.embed_patches(inputs), lengths=enc.token_lengths(patches))
         pred = self.head(tokens).reshape(B, C, n, P)
         loss = masked_patch_loss(pred, patches, hidden.to(pred.dtype))
         return {"loss": loss, "pred": pred, "target": patches, "mask": hidden.to(pred.dtype)}
