@@ -299,6 +299,8 @@ def embed(
     out: Annotated[Path, typer.Option(help="output file: .npz or .safetensors")],
     max_samples: Annotated[int | None, typer.Option(help="stop after this many samples")] = None,
     device: DeviceOption = "auto",
+    devices: Annotated[int, typer.Option(help="processes that share the work (gloo on the CPU, one GPU each on "
+                                         "CUDA); the rows come out in the data's order, as with one")] = 1,
 ) -> None:
     """Encode every sample of --data with the encoder (a run's or a public model's) and save the features.
 
@@ -306,7 +308,7 @@ def embed(
     """
     from selfsup import api
 
-    api.embed(run, data, out, max_samples=max_samples, device=device)
+    api.embed(run, data, out, max_samples=max_samples, device=device, devices=devices)
 
 
 @app.command()

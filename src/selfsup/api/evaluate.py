@@ -4,6 +4,7 @@ classification, cross-modal retrieval, embeddings to a file, and the report. Orc
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from selfsup import runs
+from selfsup import distributed, runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
@@ -32,6 +33,7 @@ from selfsup.evaluate.fewshot import (
 )
 from selfsup.evaluate.records import format_table, merge_records
 from selfsup.evaluate.verdict import format_verdicts, verdicts
+from selfsup.hardware import resolve_device
 
 
 def evaluate(
@@ -181,29 +183,32 @@ def report(run: str | Path, data: str | None = None, *, max_images: int = 500, l
 
 
 def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | None = None,
-          batch_size: int = 256, device: str = "auto", log: Log = say) -> Path:
-    """Pooled encoder features of every sample in ``data``, saved with keys and labels.
+          batch_size: int = 256, device: str = "auto", devices: int = 1, log: Log = say) -> Path:
+    """Pooled encoder features of every sample in ``data``, saved with keys and labels, in the data's order.
 
     ``.npz`` gets arrays ``features`` (N, F), ``labels`` (N,), ``keys`` (N,); ``.safetensors`` the
-    same tensors (keys in the metadata).
+    same tensors (keys in the metadata). Samples are read and encoded batch by batch
+    (``evaluate.spread.embed_source``) on ``device``; ``devices`` > 1 encodes with that many local
+    processes (gloo on the CPU, one GPU each on CUDA), and under torchrun / srun every launched
+    process takes its share; the rows equal one process's up to float rounding.
     """
-    from selfsup.evaluate.features import extract_features
+    from selfsup.evaluate.spread import spawn_local
 
-    encoder, spec, _ = runs.load_encoder(run, device=device)
-    src = open_source(data, **spec.reader_options())
-    feats, labels, keys = [], [], []
-    seen = 0
-    for batch in src.loader(batch_size, shuffle=False):
-        if max_samples is not None and seen >= max_samples:
-            break
-        feats.append(extract_features(encoder, spec.batch_input(batch), batch_size=batch_size))
-        labels.append(batch["label"])
-        keys += list(batch["key"])
-        seen += len(batch["key"])
-    if not feats:
+    if devices < 1:
+        raise ValueError(f"--devices must be at least 1, not {devices}")
+    if distributed.launched_world_size() > 1:  # torchrun / srun: this process is one rank of many
+        got = _embed_launched(run, data, batch_size, max_samples, device, log)
+    elif devices > 1:
+        log(f"embedding with {devices} processes")
+        got = spawn_local(_embed_job, devices, str(run), data, batch_size, max_samples,
+                          device=str(resolve_device(device)))
+    else:
+        got = _embed_job(device, run, data, batch_size, max_samples, log)
+    f, y, keys = got["features"], got["labels"], got["keys"]
+    if not len(f):
         raise ValueError(f"{data}: no readable samples to embed")
-    f, y = torch.cat(feats)[:max_samples], torch.cat(labels)[:max_samples]
-    keys = keys[: len(f)]
+    if not distributed.is_global_zero():
+        return Path(out)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
@@ -212,6 +217,31 @@ def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | Non
         np.savez(out, features=f.numpy(), labels=y.numpy(), keys=np.array(keys))
     log(f"wrote {len(f)} embeddings of width {f.shape[1]} to {out}")
     return out
+
+
+def _embed_job(device: str, run: str | Path, data: str, batch_size: int, max_samples: int | None,
+               log: Log | None = None) -> dict:
+    """One process's part of ``embed`` (all of it without a process group): {"features", "labels", "keys"}."""
+    from selfsup.evaluate.spread import embed_source
+
+    encoder, spec, _ = runs.load_encoder(run, device=device)
+    src = open_source(data, **spec.reader_options())
+    return embed_source(encoder, src, spec.batch_input, batch_size=batch_size, max_samples=max_samples, log=log)
+
+
+def _embed_launched(run: str | Path, data: str, batch_size: int, max_samples: int | None, device: str,
+                    log: Log) -> dict:
+    """``embed`` as one rank of processes started by torchrun / srun (``init_method=env://``)."""
+    import torch.distributed as dist
+
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(resolved)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo", init_method="env://",
+                                rank=distributed.global_rank(), world_size=distributed.launched_world_size())
+    return _embed_job(str(resolved), run, data, batch_size, max_samples, log if distributed.is_global_zero() else None)
 
 
 def _collect(src: Any, max_samples: int | None) -> dict[str, list]:

@@ -1,0 +1,118 @@
+"""Encoding a data set over several processes (``--devices N``), rows in the input order.
+
+``embed_source`` reads a source in batches (never the whole set in memory at once), encodes each
+batch on the encoder's device and returns features, labels and keys in the source's order. Under
+a process group (``torch.distributed``: processes started by ``spawn_local`` for ``--devices N``
+on one machine, or by torchrun / srun across machines) each rank encodes only its part, a
+contiguous block of an indexed source (``distributed.shard_range``) or every world-th batch of a
+stream, and the parts are gathered back in order on every rank: the result equals one process's
+up to float rounding. The gloo backend serves the CPU, NCCL the GPUs (rank r on ``cuda:r``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, Subset
+
+from selfsup import distributed
+from selfsup.evaluate.features import extract_features
+
+
+def _progress(log: Callable[[str], None] | None, every: float = 10.0) -> Callable[[int, int | None], None]:
+    """``tick(done, total)``: a line at most every ``every`` seconds with the rate and the time left."""
+    t0, last = time.monotonic(), [time.monotonic()]
+
+    def tick(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if log is None or now - last[0] < every:
+            return
+        last[0] = now
+        rate = done / max(now - t0, 1e-9)
+        left = f", about {(total - done) / rate:.0f}s left" if total and rate > 0 else ""
+        log(f"encoded {done}{f'/{total}' if total else ''} samples ({rate:.0f}/s{left})")
+
+    return tick
+
+
+def embed_source(encoder: nn.Module, src: Any, batch_fn: Callable[[dict], Any], *, batch_size: int = 256,
+                 max_samples: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Every readable sample of ``src`` (a ``data.sources`` Source), at most ``max_samples``, encoded:
+    {"features" (N, F) float32, "labels" (N,) int64, "keys" list of N str}, in the source's order.
+
+    ``batch_fn`` turns a collated batch into the encoder's input (``InputSpec.batch_input``). An
+    indexed source reads its first ``max_samples`` samples (unreadable ones left out); a stream its
+    first ``max_samples`` readable ones. Under a process group each rank encodes its share only
+    (module docstring) and every rank returns the whole result.
+    """
+    from selfsup.data.sources.base import collate
+
+    rank, world = distributed.global_rank(), distributed.world_size()
+    ds = src.dataset(ranks=(0, 1))  # every process sees the whole set; the split below is by rows or batches
+    indexed = not isinstance(ds, IterableDataset)
+    total = None
+    if indexed:
+        total = len(ds) if max_samples is None else min(len(ds), max_samples)
+        block = distributed.shard_range(total, rank, world)
+        ds = Subset(ds, list(block))
+    loader = DataLoader(ds, batch_size=batch_size, collate_fn=partial(collate, spec=src.spec))
+    parts, seen, tick = [], 0, _progress(log if rank == 0 else None)
+    for i, batch in enumerate(loader):
+        if not indexed and max_samples is not None and seen >= max_samples:
+            break
+        seen += len(batch["key"])
+        if indexed or i % world == rank:
+            feats = extract_features(encoder, batch_fn(batch), batch_size=batch_size)
+            parts.append(((rank, i) if indexed else (0, i), feats, batch["label"].long(), list(batch["key"])))
+        tick(seen * (world if indexed else 1), total)
+    parts = sorted((p for rank_parts in distributed.all_gather_objects(parts) for p in rank_parts), key=lambda p: p[0])
+    if not parts:
+        return {"features": torch.empty(0, getattr(encoder, "num_features", 0)), "labels": torch.empty(0).long(),
+                "keys": []}
+    out = {"features": torch.cat([p[1] for p in parts]), "labels": torch.cat([p[2] for p in parts]),
+           "keys": [k for p in parts for k in p[3]]}
+    if max_samples is not None:
+        out = {"features": out["features"][:max_samples], "labels": out["labels"][:max_samples],
+               "keys": out["keys"][:max_samples]}
+    return out
+
+
+def _worker(rank: int, world: int, folder: str, fn: Callable[..., dict], args: tuple, cuda: bool) -> None:
+    """One of ``spawn_local``'s processes: join the group, run ``fn(device, *args)``, rank 0 saves the result."""
+    if cuda:
+        torch.cuda.set_device(rank)
+    else:  # the machine's cores shared out, so N processes do not oversubscribe them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{folder}/store", rank=rank,
+                            world_size=world)
+    try:
+        result = fn(f"cuda:{rank}" if cuda else "cpu", *args)
+        if rank == 0:
+            torch.save(result, f"{folder}/result.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_local(fn: Callable[..., dict], devices: int, *args: Any, device: str = "cpu") -> dict:
+    """``fn(device, *args)`` in ``devices`` new local processes joined in one process group (gloo on the
+    CPU, NCCL when ``device`` is CUDA: process r on GPU r); returns rank 0's result (a dict of tensors,
+    lists and numbers). ``fn`` must be a module-level function (processes start with spawn)."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda and devices > torch.cuda.device_count():
+        raise ValueError(f"--devices {devices}: only {torch.cuda.device_count()} CUDA device(s) here")
+    with tempfile.TemporaryDirectory(prefix="selfsup-spread-") as folder:
+        mp.spawn(_worker, args=(devices, folder, fn, args, cuda), nprocs=devices, join=True)
+        return torch.load(Path(folder) / "result.pt", map_location="cpu", weights_only=True)
+
+
+__all__ = ["embed_source", "spawn_local"]
