@@ -25,13 +25,14 @@ def test_each_channel_is_encoded_alone_and_the_length_hardly_matters():
     torch.manual_seed(0)
     inner = build_encoder(EncoderConfig(size="custom", width=16, depth=1, heads=2, series_patch=8),
                           InputSpec(modality="series", channels=1, series_length=64)).eval()
-    enc = ResampledSeries(inner, 64, channels=2)
+    enc = ResampledSeries.wrap(inner, 64, channels=2)
     t = torch.linspace(0, 6.28, 64)
     x = torch.stack([torch.sin(t), torch.cos(3 * t)])[None]  # (1, 2, 64)
     with torch.no_grad():
         both = enc(x)
         assert both.shape == (1, 2 * inner.num_features) == (1, enc.num_features)
         torch.testing.assert_close(both[:, inner.num_features:], inner(x[:, 1:]))
+        assert enc.state_dict().keys() == inner.state_dict().keys()  # pretrain --init loads it as a PatchTST
         fine = torch.nn.functional.interpolate(x, size=256, mode="linear", align_corners=True)
         torch.testing.assert_close(enc(fine), both, atol=0.05, rtol=0.05)
 

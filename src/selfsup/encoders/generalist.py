@@ -5,7 +5,8 @@
 ``data.synthetic``; the objective chosen on a synthetic validation task), so no UCR/UEA, ADBench
 or shared evaluation set was in its corpus. It reads any series as ``ResampledSeries`` does:
 channel-independent (each channel encoded on its own by the same weights, features concatenated)
-and length-resampled to the length it was trained at. Its weights and config sit in
+and length-resampled to the length it was trained at; ``pretrain --init selfsup:series-small``
+continues its weights as a plain PatchTST on the run's data. Its weights and config sit in
 ``selfsup/weights/<name>.safetensors`` (the run's ``encoder.safetensors``, config and input spec in
 the metadata), so a fresh clone loads it without a network.
 """
@@ -23,6 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from selfsup.data.spec import InputSpec
+from selfsup.encoders.series import PatchTST
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 GENERALISTS = {"series-small": "series-small.safetensors"}
@@ -48,23 +50,31 @@ def resample(x: torch.Tensor, length: int) -> torch.Tensor:
     return out
 
 
-class ResampledSeries(nn.Module):
-    """A univariate series encoder applied to every channel of (B, C, T) series resampled to ``length``:
-    features (B, C * D), channels in order. ``num_features`` assumes ``channels`` channels (frozen use
-    works for any count)."""
+class ResampledSeries(PatchTST):
+    """A PatchTST that reads every series resampled to ``length`` steps (``resample``); channels are
+    encoded independently as PatchTST always does, features (B, C * D). Its weights and their names
+    are the PatchTST's (they do not depend on the channel count), so ``pretrain --init`` continues
+    them on data of any shape. ``num_features`` assumes ``channels`` channels (frozen use works for
+    any count)."""
 
-    def __init__(self, encoder: nn.Module, length: int, channels: int = 1) -> None:
-        super().__init__()
-        self.encoder, self.length, self.channels = encoder, length, channels
-        self.embed_dim = encoder.num_features
-        self.num_features = channels * self.embed_dim
+    @classmethod
+    def wrap(cls, encoder: PatchTST, length: int, channels: int = 1) -> ResampledSeries:
+        """``encoder`` itself (same parameters, not copies) reading resampled series."""
+        out = cls.__new__(cls)
+        out.__dict__.update(encoder.__dict__)
+        out.length, out.channels, out.num_features = int(length), int(channels), int(channels) * encoder.embed_dim
+        return out
+
+    def _resampled(self, x) -> torch.Tensor:
+        x = self._series(x)
+        b, c, _ = x.shape
+        return resample(x.reshape(b * c, -1), self.length).to(x.device).reshape(b, c, self.length)
+
+    def forward_features(self, x) -> torch.Tensor:
+        return super().forward_features(self._resampled(x))
 
     def forward(self, x) -> torch.Tensor:
-        if isinstance(x, dict):
-            x = x["series"]
-        b, c, _ = x.shape
-        flat = resample(x.reshape(b * c, -1), self.length).to(next(self.encoder.parameters()).device)
-        return self.encoder(flat[:, None]).reshape(b, c * self.embed_dim)
+        return super().forward(self._resampled(x))
 
 
 def load_generalist(name: str, channels: int = 1) -> tuple[nn.Module, InputSpec, object]:
@@ -84,7 +94,7 @@ def load_generalist(name: str, channels: int = 1) -> tuple[nn.Module, InputSpec,
     inner = build_encoder(cfg, inner_spec)
     inner.load_state_dict(load_file(str(path)))
     spec = InputSpec(modality="series", channels=int(channels), series_length=inner_spec.series_length)
-    return ResampledSeries(inner, int(inner_spec.series_length), int(channels)).eval(), spec, cfg
+    return ResampledSeries.wrap(inner, int(inner_spec.series_length), int(channels)).eval(), spec, cfg
 
 
 __all__ = ["GENERALISTS", "ResampledSeries", "load_generalist", "resample"]
