@@ -5,15 +5,18 @@ the frame used is decoded. Every hostile file is small: the sizes are declared, 
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from selfsup.data import SkipCounter, open_source
+from selfsup.data import SkipCounter, SourceError, open_source
 from selfsup.data import formats as formats_mod
 from selfsup.data.decode import DecodeError, decode_image
+from selfsup.data.sources import npz as npz_mod
+from selfsup.data.sources.npz import npz_members
 
 RNG = np.random.default_rng(23)
 
@@ -145,3 +148,55 @@ def test_deflated_dicom_bomb_is_refused_without_inflating_it(monkeypatch):
         decode_image(data, 1, 16)
     monkeypatch.undo()
     assert decode_image(data, 1, 16).shape == (1, 16, 16)
+
+
+# --- npz -----------------------------------------------------------------------------------------
+
+
+def forged_npz(path: Path, name: str, shape: tuple[int, ...], payload: bytes = b"\0" * 64) -> Path:
+    """An .npz whose member ``name`` has an .npy header declaring ``shape`` float64 over a short payload."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(name + ".npy", head.getvalue() + payload)
+        z.writestr("labels.npy", _npy(np.zeros(4, np.int64)))
+    return path
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", ["images", "X", "series"])
+def test_npz_member_declaring_931_gib_is_refused_in_one_line(tmp_path: Path, name: str):
+    """The issue's second npz: a header declaring 931 GiB ended in numpy's _ArrayMemoryError traceback."""
+    path = forged_npz(tmp_path / "forged.npz", name, (1000, 1000, 125_000) if name != "X" else (1_000_000, 125_000))
+    with pytest.raises(SourceError, match=r"declares .* = 931\.3 GiB but the file holds") as err:
+        open_source(str(path))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["images", "X", "series"])
+def test_compressed_npz_bomb_is_refused_before_inflating(tmp_path: Path, monkeypatch, name: str):
+    """savez_compressed of zeros: 4 MiB declared, a few KiB stored; over a 1 MiB cap it is refused
+    from the headers (the issue's: 10.9 MB declaring 2.5 GB, loaded in full at 2.9 GB RSS)."""
+    shape = {"images": (1024, 64, 64), "X": (4096, 128), "series": (64, 2, 4096)}[name]
+    arrays = {name: np.zeros(shape, np.float64 if name != "images" else np.uint8), "labels": np.arange(shape[0]) % 2}
+    np.savez_compressed(tmp_path / "bomb.npz", **arrays)
+    assert (tmp_path / "bomb.npz").stat().st_size < 100_000
+    monkeypatch.setattr(npz_mod, "MAX_NPZ_INFLATE", 2**20)
+    with pytest.raises(SourceError, match=r"compressed arrays inflate to .* over the 1\.0 MiB read into memory"):
+        open_source(str(tmp_path / "bomb.npz"))
+    monkeypatch.undo()
+    assert open_source(str(tmp_path / "bomb.npz")) is not None  # under the cap it reads
+
+
+def test_npz_members_reads_headers_only(tmp_path: Path):
+    np.savez_compressed(tmp_path / "a.npz", x=np.zeros((3, 5), np.float32), y=np.arange(3))
+    m = npz_members(tmp_path / "a.npz")
+    assert m["x"].shape == (3, 5) and m["x"].dtype == np.float32 and m["x"].compressed and m["x"].nbytes == 60
+    (tmp_path / "b.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(SourceError, match="not a readable .npz"):
+        npz_members(tmp_path / "b.npz")

@@ -11,6 +11,7 @@ import torch
 
 from selfsup.data.decode import DecodeError, fit_tensor
 from selfsup.data.sources.base import SourceError, skip
+from selfsup.data.sources.npz import check_npz
 from selfsup.data.sources.split import IndexedSource
 from selfsup.data.spec import InputSpec
 
@@ -138,8 +139,7 @@ def open_npz(
     path, split = Path(file + ".npz").expanduser(), split.lstrip(":")
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
-    with zipfile.ZipFile(path) as z:
-        keys = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+    keys = list(check_npz(path))  # every member's declared size, before any is read
     if images_key is None:
         choices = [f"{split}_images", f"{split}_x", f"x_{split}"] if split else ["images", "x", "X", "data"]
         images_key = next((k for k in choices if k in keys), None)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from selfsup.data.sources.base import SkipCounter, SourceError
+from selfsup.data.sources.npz import check_npz
 
 MISSING = frozenset({"", "?", "na", "n/a", "nan", "null", "none", "-", "--", "#n/a", "<na>"})
 MAX_TABLE_BYTES = 2 * 2**30  # read whole; a bigger file should be split (or converted to Parquet) first
@@ -163,11 +164,12 @@ def read_frame(
 
 
 def _npz_frame(path: Path) -> Frame:
+    members = check_npz(path)  # declared sizes first: a compressed bomb is refused unread
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
             xkey = next((k for k in ("X", "x", "features") if k in keys), None)
-            if xkey is None or z[xkey].ndim != 2:
+            if xkey is None or len(members[xkey].shape) != 2:
                 raise TableError(f"{path}: no 2-D array X (or x, features); arrays: {', '.join(keys)}")
             x = z[xkey]
             ykey = next((k for k in ("y", "Y", "labels", "label") if k in keys), None)

@@ -30,6 +30,7 @@ import torch
 
 from selfsup.data.sources.base import SkipCounter, SourceError
 from selfsup.data.sources.frame import MISSING, _is_number, class_order, number_name
+from selfsup.data.sources.npz import check_npz
 from selfsup.data.sources.split import IndexedSource
 from selfsup.data.spec import InputSpec
 from selfsup.data.splits import HOLDOUT_FRACTION, holdout_split
@@ -286,10 +287,12 @@ def read_series_npz(path: str | Path) -> SeriesSet:
     """``.npz`` with ``series`` (or a 3-D ``X`` / ``x``) (N, C, T) or (N, T); ``y`` / ``labels``;
     optional ``lengths`` (N,) (else trailing all-NaN steps are padding)."""
     path = Path(path)
+    members = check_npz(path)  # declared sizes first: a compressed bomb is refused unread
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
-            xkey = "series" if "series" in keys else next((k for k in ("X", "x") if k in keys and z[k].ndim == 3), None)
+            xkey = "series" if "series" in keys else next(
+                (k for k in ("X", "x") if k in keys and len(members[k].shape) == 3), None)
             if xkey is None:
                 raise SeriesError(f"{path}: no array series (N, C, T) or 3-D X; arrays: {', '.join(keys)}")
             x = np.asarray(z[xkey], dtype=np.float32)

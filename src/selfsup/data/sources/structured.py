@@ -18,12 +18,10 @@ and pandas, are imported only for files that are tables or series.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
-import numpy as np
-
 from selfsup.data.sources.base import Source, SourceError
+from selfsup.data.sources.npz import npz_members
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".data")
 KINDS = ("table", "series", "windows")
@@ -39,20 +37,18 @@ DEFAULT_SPLIT = {"table": "all", "series": "all", "windows": "train"}
 
 def _npz_kind(path: Path) -> str | None:
     try:
-        with zipfile.ZipFile(path) as z:
-            names = {n[:-4] for n in z.namelist() if n.endswith(".npy")}
-        with np.load(path, allow_pickle=False, mmap_mode="r") as npz:
-            if "series" in names:
-                return "series"
-            for k in ("X", "x", "features"):
-                if k in names:
-                    shape = npz[k].shape
-                    if len(shape) == 2:
-                        return "table"
-                    if len(shape) == 3 and k != "features" and shape[2] >= 2 * shape[1]:
-                        return "series"
-    except (OSError, ValueError, zipfile.BadZipFile):
+        members = npz_members(path)  # shapes from the headers: nothing is inflated to look
+    except SourceError:
         return None
+    if "series" in members:
+        return "series"
+    for k in ("X", "x", "features"):
+        if k in members:
+            shape = members[k].shape
+            if len(shape) == 2:
+                return "table"
+            if len(shape) == 3 and k != "features" and shape[2] >= 2 * shape[1]:
+                return "series"
     return None
 
 
