@@ -74,3 +74,29 @@ def test_series_small_is_shipped_small():
     with torch.no_grad():
         f = enc(torch.randn(2, 1, 100))
     assert f.shape == (2, enc.num_features) and torch.isfinite(f).all()
+
+
+def test_anomaly_fit_and_score_with_a_shipped_model(tmp_path, monkeypatch):
+    import selfsup.api as ss
+    from selfsup import runs
+    from selfsup.encoders import generalist
+
+    cfg, spec = EncoderConfig(size="custom", width=16, depth=1, heads=2, series_patch=8), InputSpec(
+        modality="series", channels=1, series_length=64)
+    torch.manual_seed(0)
+    runs.write_encoder(build_encoder(cfg, spec).state_dict(), cfg, spec, tmp_path / GENERALISTS["series-small"])
+    monkeypatch.setattr(generalist, "WEIGHTS", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    t = np.arange(64)
+    rng = np.random.default_rng(0)
+    normal = np.sin(2 * np.pi * t / 16 + rng.uniform(0, 6, (60, 1))) + 0.1 * rng.normal(size=(60, 64))
+    odd = rng.normal(size=(6, 64)) * 3  # noise, not waves
+    np.savez(tmp_path / "train.npz", series=normal[:40, None].astype(np.float32))
+    np.savez(tmp_path / "test.npz", series=np.r_[normal[40:], odd][:, None].astype(np.float32),
+             y=np.r_[np.zeros(20), np.ones(6)].astype(np.int64))
+    bank = ss.anomaly_fit("selfsup:series-small", str(tmp_path / "train.npz"), data_options={"split": "all"})
+    assert bank.is_file() and bank.parent.parent.name.startswith("series-small")
+    recs = ss.anomaly_score(str(bank.parent), str(tmp_path / "test.npz"))
+    got = {(r["encoder"], r["detector"]) for r in recs if r["metric"] == "auroc"}
+    assert {("foundation", "knn"), ("foundation", "ensemble"), ("raw", "iforest")} <= got
+    assert all(r["model"] == "selfsup:series-small" for r in recs if r["encoder"] == "foundation")

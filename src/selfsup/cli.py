@@ -17,7 +17,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 MODEL_REF = ("a run folder or a public model: hf:ORG/NAME, timm:NAME.TAG, open_clip:ARCH/TAG, torchvision:FILE "
-             "(?origin=keras), or a local folder/file of those")
+             "(?origin=keras), selfsup:series-small (shipped), or a local folder/file of those")
 SOURCE_HELP = "run folder, or a public model with no run: " + MODEL_REF.split(" or a public model: ")[1]
 DeviceOption = Annotated[str, typer.Option(
     help="where the network runs: auto (the GPU when present, else the CPU), cpu, cuda, cuda:N or mps")]

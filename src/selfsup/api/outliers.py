@@ -63,12 +63,13 @@ def outlier_fit(run: str | Path, data: str, *, out: str | Path | None = None, da
     if n > max_bank:
         x = take(x, np.sort(np.random.default_rng(seed).choice(n, max_bank, replace=False)))
     emb = extract_features(encoder, x)
-    path = Path(out) if out else Path(run) / "anomaly" / DETECTORS_FILE
+    home = runs.results_dir(run, log) if runs.is_reference(run) else Path(run)  # a shipped or public model: no run
+    path = Path(out) if out else home / "anomaly" / DETECTORS_FILE
     path = path / DETECTORS_FILE if path.suffix != ".safetensors" else path
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs = x if isinstance(x, dict) else {spec.input_key: x}
     save_file({"embeddings": emb.contiguous(), **{k: v.contiguous() for k, v in inputs.items()}}, str(path))
-    info = {"run": str(Path(run).resolve()), "data": str(data), "data_options": options, "modality": spec.modality,
+    info = {"run": runs.canonical(run), "data": str(data), "data_options": options, "modality": spec.modality,
             "n_available": n, "n_bank": rows(x), "seed": seed, "split": SPLIT_NOTE.get(options.get("split", ""), "")}
     path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     log(f"anomaly bank of {rows(x)} of {n} training samples of {src.name} ({options['split']} part) saved to {path}")
@@ -105,9 +106,10 @@ def outlier_score(model: str | Path, data: str, *, data_options: dict | None = N
     if not path.is_file() or not meta.is_file():
         raise FileNotFoundError(f"no anomaly bank at {path} (with {meta.name} beside it); run `anomaly fit`")
     info = json.loads(meta.read_text())
-    run = Path(info["run"])
-    encoder, spec, _ = runs.load_encoder(run, device=device)
-    method = runs.load_method(run, device=device)
+    reference = runs.is_reference(info["run"])
+    run = path.parent.parent if reference else Path(info["run"])  # where results go: a reference's results folder
+    encoder, spec, _ = runs.load_encoder(info["run"], device=device)
+    method = None if reference else runs.load_method(run, device=device)
     saved = load_file(str(path))
     bank_emb = saved.pop("embeddings")
     bank = saved if len(saved) > 1 else saved[spec.input_key]
@@ -136,12 +138,14 @@ def outlier_score(model: str | Path, data: str, *, data_options: dict | None = N
     for (enc, det), s in scores.items():
         how = {"passes": passes} if det == "reconstruction" else {"k": k} if det == "knn" else {"seed": seed}
         for metric, v in anomaly_metrics(labels, s).items():
-            recs.append(record(src.name, "anomaly", enc, metric, [v], detector=det, n_train=info["n_bank"],
+            named = {"model": info["run"]} if reference and enc == "ssl" else {}
+            recs.append(record(src.name, "anomaly", "foundation" if named else enc, metric, [v], detector=det,
+                               n_train=info["n_bank"], **named,
                                n_test=len(labels), anomalies=int(labels.sum()), split=SPLIT_NOTE.get(options["split"]),
                                **how))
     merge_records(run / runs.METRICS, recs)
     log(format_table(recs))
-    if report:
+    if report and not reference:
         from selfsup.api.evaluate import report as write_report
 
         write_report(run, log=log)
