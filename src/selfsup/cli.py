@@ -413,7 +413,7 @@ def anomaly_score(
 
 @app.command()
 def forecast(
-    run: Annotated[Path, typer.Argument(help="run folder of a series run")],
+    run: Annotated[str, typer.Argument(help="series " + SOURCE_HELP)],
     data: Annotated[str, typer.Option(help="a long series: CSV with a time column (e.g. ETTh1.csv)")],
     horizon: Annotated[list[str] | None, typer.Option(help="steps ahead (comma list)")] = None,
     lookback: Annotated[int, typer.Option(help="steps the forecast sees")] = 336,

@@ -167,6 +167,17 @@ def results_dir(source: str | Path, log: Callable[[str], None] | None = None) ->
     return out
 
 
+def owning_run(folder: str | Path, named: str | Path | None) -> Path:
+    """Where results about a result folder (an anomaly bank's) are written: the run its JSON names
+    only when ``folder`` lies inside that run (its default place, ``RUN/anomaly/``), otherwise
+    ``folder`` itself. A JSON handed in with a folder can never send writes anywhere else."""
+    folder = Path(folder).resolve()
+    if named is None or is_reference(named) or not Path(named).is_dir():
+        return folder
+    run = Path(named).resolve()
+    return run if folder.is_relative_to(run) else folder
+
+
 def load_encoder(source: str | Path, device: str | torch.device | None = None,
                  **options) -> tuple[nn.Module, InputSpec, EncoderConfig]:
     """An encoder in eval mode with its input spec and config, from a run folder, an ``encoder.safetensors``
@@ -223,6 +234,6 @@ def load_method(source: str | Path, device: str | torch.device | None = None) ->
 __all__ = [
     "CACHE", "CHECKPOINTS", "CONFIG", "ENCODER", "ENCODER_LAST", "FIGURES", "LOGS", "LOSS_HISTORY", "METHOD",
     "METRICS", "REFERENCE", "REPORT", "ROOT", "SNAPSHOTS", "canonical", "encoder_metadata", "is_reference",
-    "load_encoder", "load_method", "load_run_config", "new_run_dir", "results_dir", "save_encoder", "source_name",
-    "timestamped", "write_encoder",
+    "load_encoder", "load_method", "load_run_config", "new_run_dir", "owning_run", "results_dir", "save_encoder",
+    "source_name", "timestamped", "write_encoder",
 ]

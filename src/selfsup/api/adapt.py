@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from selfsup import runs
+from selfsup import lock, runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
@@ -16,6 +16,7 @@ from selfsup.evaluate.records import merge_records, record
 from selfsup.hardware import resolve_device
 
 
+@lock.writes
 def adapt(
     run: str | Path,
     data: str,
@@ -71,6 +72,7 @@ def adapt(
     idx = sample_few(y, seed=seed, **{"fraction" if k == "label_fraction" else k: v for k, v in budget.items()})
     tag = f"{shots}shot" if shots is not None else f"{100 * budget['label_fraction']:g}pct"
     out = Path(out) if out else runs.results_dir(run, log) / "classifiers" / f"{method}-{tag}-seed{seed}"
+    lock.hold(out)  # one writer per model folder
     log(f"adapting {runs.source_name(run)} with {method} on {len(idx)} labels of {src.name} ({budget_name(budget)}, "
         f"{len(names)} classes, seed {seed}); {skips.summary()}")
     r = recipe or ADAPT_RECIPES[method]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from selfsup import runs
+from selfsup import lock, runs
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
 from selfsup.data.mvtec import is_mvtec, load_mvtec, read_folder_square
@@ -36,7 +36,12 @@ def _normal_images(data: str, image_size: int, channels: int | None, max_samples
         return load_mvtec(data, "train", image_size, channels).images[:max_samples]
     if Path(data).is_dir():
         return read_folder_square(Path(data), image_size, channels, max_samples, log)[0]
-    x, _ = open_source(data, image_size=image_size, channels=channels).arrays(max_samples)
+    from selfsup.data.sources import SkipCounter
+
+    src, skips = open_source(data, image_size=image_size, channels=channels), SkipCounter()
+    x, _ = src.arrays(max_samples, skips=skips)
+    if skips.total:
+        log(f"{src.name}: {skips.summary()}")
     return torch.from_numpy(x)
 
 
@@ -56,6 +61,7 @@ def _native_side(data: str) -> int:
     return open_source(data).spec.image_size
 
 
+@lock.writes
 def anomaly_fit(
     run: str | Path | None,
     data: str,
@@ -115,7 +121,7 @@ def anomaly_fit(
         out = runs.results_dir(run, log) / "anomaly" / ANOMALY_BANK
     out = Path(out)
     out = out / ANOMALY_BANK if out.suffix != ".safetensors" else out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    lock.hold(out.parent)  # one writer per folder
     images = _normal_images(data, image_size, channels, max_samples, log)
     what = f"{runs.source_name(run)} encoder" if run is not None else f"raw {pixel_patch}x{pixel_patch} pixel patches"
     log(f"fitting PatchCore on {len(images)} normal images of {data} at {image_size}px with {what}")
@@ -150,6 +156,7 @@ def load_anomaly(model: str | Path, device: str | None = None) -> tuple[Any, dic
     return PatchCore.load(path, encoder), info
 
 
+@lock.writes
 def anomaly_score(
     model: str | Path,
     data: str,
@@ -186,7 +193,11 @@ def anomaly_score(
     detector, info = load_anomaly(model, device=device)
     bank = Path(model) / ANOMALY_BANK if Path(model).is_dir() else Path(model)
     out_dir = Path(out_dir) if out_dir else bank.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # records, figures and the report go to the run only when the bank lies inside it (RUN/anomaly/);
+    # the run named in patchcore.json is read from, never written to, otherwise
+    run_dir = runs.owning_run(bank.parent, info["run"] if info.get("encoder") != "foundation" else None)
+    for folder in dict.fromkeys((out_dir, run_dir)):
+        lock.hold(folder)
     size, channels = info["image_size"], info["channels"]
     mvtec = is_mvtec(data)
     if mvtec:
@@ -206,8 +217,6 @@ def anomaly_score(
     if not mvtec:
         return []
 
-    run_dir = Path(info["run"]) if info["run"] and info.get("encoder") != "foundation" and Path(
-        info["run"]).is_dir() else bank.parent
     task = Path(data).resolve().name
     recs = anomaly_records(task, test, scores, heatmaps, info.get("encoder") or ("ssl" if info["run"] else "raw"))
     for r in recs:

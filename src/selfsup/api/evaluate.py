@@ -14,11 +14,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from selfsup import distributed, runs
+from selfsup import distributed, lock, runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
 from selfsup.data.inputs import take
+from selfsup.data.sources import SkipCounter
 from selfsup.data.spec import MODALITIES, captions_of
 from selfsup.data.splits import check_disjoint, first_occurrences, stratified_split
 from selfsup.encoders import AtSize, build_encoder
@@ -36,6 +37,7 @@ from selfsup.evaluate.verdict import format_verdicts, verdicts
 from selfsup.hardware import resolve_device
 
 
+@lock.writes
 def evaluate(
     run: str | Path,
     data: str,
@@ -81,6 +83,8 @@ def evaluate(
         raise ValueError(f"{run} is itself a public model (its records say 'foundation'); give a run folder "
                          "to compare with --foundation")
     encoder, spec, enc_cfg = runs.load_encoder(run, device=device)
+    out_dir = Path(out) if out is not None else runs.results_dir(run, log)
+    lock.hold(out_dir)  # one writer per run folder
     if baselines is None:
         baselines = [*DEFAULT_BASELINES, *default_supervised(spec.modality)]
     found = None
@@ -102,11 +106,17 @@ def evaluate(
         train_data = data
     test_src = open_source(data, **spec.reader_options(), **(parts or {}).get("test", {}))
     test_keys: list[str] = []
-    x_test, y_test = test_src.arrays(max_samples, keys=test_keys)
+    test_skips = SkipCounter()
+    x_test, y_test = test_src.arrays(max_samples, keys=test_keys, skips=test_skips)
+    if test_skips.total:
+        log(f"{test_src.name}: {test_skips.summary()}")
     if train_data is not None:
         pool_src = open_source(train_data, **spec.reader_options(), **(parts or {}).get("train", {}))
         pool_keys: list[str] = []
-        x_pool, y_pool = pool_src.arrays(max_samples, keys=pool_keys)
+        pool_skips = SkipCounter()
+        x_pool, y_pool = pool_src.arrays(max_samples, keys=pool_keys, skips=pool_skips)
+        if pool_skips.total:
+            log(f"{pool_src.name}: {pool_skips.summary()}")
         check_disjoint(x_pool, [pool_src.sample_id(k) for k in pool_keys], x_test,
                        [test_src.sample_id(k) for k in test_keys], train_data, data, content=dedupe)
     else:
@@ -120,6 +130,7 @@ def evaluate(
     if (y_test < 0).any() or (y_pool < 0).any():
         raise ValueError(f"{data}: few-label evaluation needs labels (class subfolders, .cls members or labels key)")
     num_classes = int(max(y_pool.max(), y_test.max()) + 1)
+    _check_classes(y_pool, y_test, num_classes, test_src.spec.class_names, data)
     names = [*baselines, *(b.name for b in supervised)]
     log(f"evaluating {runs.source_name(run)} on {test_src.name}: {len(y_pool)} labelled pool, {len(y_test)} test, "
         f"{num_classes} classes, protocols {', '.join(protocols)}, baselines {', '.join(names) or 'none'}")
@@ -127,7 +138,6 @@ def evaluate(
     def scratch() -> nn.Module:
         return build_encoder(enc_cfg, spec)
 
-    out_dir = Path(out) if out is not None else runs.results_dir(run, log)
     recs = evaluate_few_label(
         encoder=encoder, make_scratch_encoder=scratch, train_images=x_pool, train_labels=y_pool,
         test_images=x_test, test_labels=y_test, num_classes=num_classes, protocols=tuple(protocols),
@@ -149,6 +159,23 @@ def evaluate(
     return recs + judged
 
 
+def _check_classes(y_pool: np.ndarray, y_test: np.ndarray, num_classes: int, names: Sequence[str] | None,
+                   data: str) -> None:
+    """Refuse (one line) a task with fewer than 2 classes, or a labelled pool where a class has no sample:
+    a score over one class is 1.0 whatever the encoder, and a missing class can never be predicted."""
+    names = list(names or [])
+    name = lambda c: repr(names[c]) if c < len(names) else str(c)  # noqa: E731
+    present = np.unique(np.concatenate([y_pool, y_test]))
+    if max(len(present), len(names)) < 2:
+        raise ValueError(f"{data}: few-label evaluation needs at least 2 classes; found only class "
+                         f"{', '.join(name(int(c)) for c in present)}")
+    missing = [c for c in range(max(num_classes, len(names))) if not (y_pool == c).any()]
+    if missing:
+        raise ValueError(f"{data}: the labelled pool has no sample of class {', '.join(name(c) for c in missing)} "
+                         f"({len(y_pool)} labelled samples, {max(num_classes, len(names))} classes); give every class "
+                         "at least one labelled sample")
+
+
 def _pretrained_part(run: Path, data: str) -> dict | None:
     """{"train": {"split": "train"}, "test": {"split": "test"}} when ``run`` pretrained on the training
     part of the file ``data`` (a table or set of series read with ``split=train``); else None."""
@@ -160,12 +187,14 @@ def _pretrained_part(run: Path, data: str) -> dict | None:
     return {"train": {"split": "train"}, "test": {"split": "test"}} if same and cfg.split == "train" else None
 
 
+@lock.writes
 def report(run: str | Path, data: str | None = None, *, max_images: int = 500, log: Log = say) -> Path:
     """Write ``RUN/report.html``: results, curves, reconstructions, attention and embedding maps."""
     from selfsup.interpret.report import build_report
 
     run = Path(run)
     method = runs.load_method(run)
+    lock.hold(run)
     images = labels = class_names = None
     if data is None:
         data = runs.load_run_config(run).data.path
@@ -205,8 +234,10 @@ def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | Non
     else:
         got = _embed_job(device, run, data, batch_size, max_samples, log)
     f, y, keys = got["features"], got["labels"], got["keys"]
+    skips = SkipCounter()
+    skips.add(got.get("skipped", []))
     if not len(f):
-        raise ValueError(f"{data}: no readable samples to embed")
+        raise ValueError(f"{data}: no readable samples to embed ({skips.summary()})")
     if not distributed.is_global_zero():
         return Path(out)
     out = Path(out)
@@ -215,7 +246,7 @@ def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | Non
         save_file({"features": f.contiguous(), "labels": y.contiguous()}, str(out), metadata={"keys": json.dumps(keys)})
     else:
         np.savez(out, features=f.numpy(), labels=y.numpy(), keys=np.array(keys))
-    log(f"wrote {len(f)} embeddings of width {f.shape[1]} to {out}")
+    log(f"wrote {len(f)} embeddings of width {f.shape[1]} to {out}" + (f"; {skips.summary()}" if skips.total else ""))
     return out
 
 
@@ -275,6 +306,7 @@ def _source_for(method: nn.Module, data: str) -> Any:
     return open_source(data, **(spec.reader_options() if spec is not None else {}))
 
 
+@lock.writes
 def zero_shot(run: str | Path, data: str, classes: Sequence[str] | None = None, *,
               templates: Sequence[str] | None = None, max_samples: int | None = None, device: str = "auto",
               log: Log = say) -> list[dict]:
@@ -290,11 +322,14 @@ def zero_shot(run: str | Path, data: str, classes: Sequence[str] | None = None, 
         raise ValueError(f"{data}: give the class names with --classes (in label order)")
     got = _collect(src, max_samples)
     recs = _zero_shot(method, got["inputs"], got["labels"], names, templates, task=src.name)
-    merge_records(runs.results_dir(run, log) / runs.METRICS, _tagged(recs, run))
+    out = runs.results_dir(run, log)
+    lock.hold(out)
+    merge_records(out / runs.METRICS, _tagged(recs, run))
     log(format_table(recs))
     return recs
 
 
+@lock.writes
 def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, device: str = "auto",
              log: Log = say) -> list[dict]:
     """Image<->text (or audio<->text) recall@1/5/10 on a caption set, several captions per item allowed."""
@@ -310,7 +345,9 @@ def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, devi
         raise ValueError(f"{data}: no captions found (.json with 'captions' or 'text')")
     inputs = got["inputs"][keep] if isinstance(got["inputs"], torch.Tensor) else [got["inputs"][i] for i in keep]
     recs = retrieval(method, inputs, [got["captions"][i] for i in keep], task=src.name)
-    merge_records(runs.results_dir(run, log) / runs.METRICS, _tagged(recs, run))
+    out = runs.results_dir(run, log)
+    lock.hold(out)
+    merge_records(out / runs.METRICS, _tagged(recs, run))
     log(format_table(recs))
     return recs
 
@@ -318,6 +355,7 @@ def retrieve(run: str | Path, data: str, *, max_samples: int | None = None, devi
 CURVE_SHOTS, CURVE_FRACTIONS = (1, 5, 10, 50), (1.0,)
 
 
+@lock.writes
 def evaluate_curve(
     run: str | Path,
     data: str,
@@ -350,6 +388,7 @@ def evaluate_curve(
     if seeds < 3:
         log(f"warning: {seeds} seed(s); error bars need at least 3")
     out = runs.results_dir(run, log)
+    lock.hold(out)
     recs = evaluate(run, data, protocols=protocols, baselines=baselines, shots=shots, label_fractions=label_fractions,
                     seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, test_fraction=test_fraction,
                     max_samples=max_samples, recipe=recipe, foundation=foundation, out=out, device=device,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup import runs
+from selfsup import lock, runs
 from selfsup.api.common import Log, say
 from selfsup.evaluate.records import format_table, merge_records, record
 from selfsup.hardware import resolve_device
@@ -46,6 +46,7 @@ def _leak(run: Path, data: str) -> str | None:
     return None
 
 
+@lock.writes
 def forecast(
     run: str | Path,
     data: str,
@@ -86,7 +87,6 @@ def forecast(
     from selfsup.evaluate.forecast_linear import fit_linear_heads, frozen_tokens, raw_windows
     from selfsup.evaluate.minirocket import fill_series
 
-    run = Path(run)
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"unknown forecasting protocol(s) {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
@@ -94,6 +94,8 @@ def forecast(
     device = resolve_device(device)
     if spec.modality != "series":
         raise ValueError(f"{run}: forecasting needs a series run, not a {spec.modality} one")
+    home = runs.results_dir(run, log)  # the run folder; for a public model a fresh results folder
+    lock.hold(home)
     channels = (spec.schema or {}).get("channels")
     series = read_long_series(data, columns=channels)
     if series.values.shape[0] != spec.channels:
@@ -143,10 +145,10 @@ def forecast(
                 log(f"{series.name} H={h} finetune/{name}: mse {err['mse']:.4f} mae {err['mae']:.4f} "
                     f"(best at step {fit['best_step']} of {fit['steps']}"
                     + (", still improving at the cap" if fit["hit_cap"] else ", then stopped improving") + ")")
-    merge_records(run / runs.METRICS, recs)
+    merge_records(home / runs.METRICS, recs)
     log(format_table(recs))
     if shown:
-        _figure(run, series.name, horizons[0], shown, log)
+        _figure(home, series.name, horizons[0], shown, log)
     return recs
 
 

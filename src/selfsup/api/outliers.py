@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import load_file, save_file
 
-from selfsup import runs
+from selfsup import lock, runs
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
 from selfsup.data.inputs import as_inputs, rows, take
@@ -42,6 +42,7 @@ def is_structured(run: str | Path) -> bool:
     return runs.load_encoder(run)[1].modality in STRUCTURED
 
 
+@lock.writes
 def outlier_fit(run: str | Path, data: str, *, out: str | Path | None = None, data_options: dict | None = None,
                 max_samples: int | None = None, max_bank: int = 20_000, seed: int = 0, device: str = "auto",
                 log: Log = say) -> Path:
@@ -66,7 +67,7 @@ def outlier_fit(run: str | Path, data: str, *, out: str | Path | None = None, da
     home = runs.results_dir(run, log) if runs.is_reference(run) else Path(run)  # a shipped or public model: no run
     path = Path(out) if out else home / "anomaly" / DETECTORS_FILE
     path = path / DETECTORS_FILE if path.suffix != ".safetensors" else path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    lock.hold(path.parent)  # one writer per folder
     inputs = x if isinstance(x, dict) else {spec.input_key: x}
     save_file({"embeddings": emb.contiguous(), **{k: v.contiguous() for k, v in inputs.items()}}, str(path))
     info = {"run": runs.canonical(run), "data": str(data), "data_options": options, "modality": spec.modality,
@@ -88,6 +89,7 @@ def _anomaly_labels(labels: np.ndarray, class_names: list[str] | None) -> np.nda
     return (labels == rare).astype(int)
 
 
+@lock.writes
 def outlier_score(model: str | Path, data: str, *, data_options: dict | None = None, out_dir: str | Path | None = None,
                   max_samples: int | None = None, k: int = 5, passes: int = 4, seed: int = 0, report: bool = True,
                   device: str = "auto", log: Log = say) -> list[dict]:
@@ -107,7 +109,10 @@ def outlier_score(model: str | Path, data: str, *, data_options: dict | None = N
         raise FileNotFoundError(f"no anomaly bank at {path} (with {meta.name} beside it); run `anomaly fit`")
     info = json.loads(meta.read_text())
     reference = runs.is_reference(info["run"])
-    run = path.parent.parent if reference else Path(info["run"])  # where results go: a reference's results folder
+    # where results go: a reference's results folder (the one holding reference.json), or the run
+    run = path.parent.parent if reference else Path(info["run"])
+    if reference and not (run / runs.REFERENCE).is_file():
+        run = path.parent
     encoder, spec, _ = runs.load_encoder(info["run"], device=device)
     method = None if reference else runs.load_method(run, device=device)
     saved = load_file(str(path))
@@ -121,7 +126,9 @@ def outlier_score(model: str | Path, data: str, *, data_options: dict | None = N
     x, y = src.arrays(max_samples, keys=keys)
     scores = detector_scores(encoder, method, bank, x, bank_embeddings=bank_emb, k=k, passes=passes, seed=seed)
     out_dir = Path(out_dir) if out_dir else path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    home = runs.owning_run(path.parent, run)  # the bank's run only when the bank lies inside it
+    for folder in dict.fromkeys((out_dir, home)):
+        lock.hold(folder)
     labels = _anomaly_labels(y, src.spec.class_names)
     with open(out_dir / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -130,7 +137,7 @@ def outlier_score(model: str | Path, data: str, *, data_options: dict | None = N
             w.writerow([key, "" if labels is None else int(labels[i]), *(f"{v[i]:.6g}" for v in scores.values())])
     log(f"scored {len(keys)} samples of {src.name} ({options['split']} part); scores in {out_dir / 'scores.csv'}")
     if hasattr(src, "starts"):
-        _over_time(run, src, scores, log)
+        _over_time(home, src, scores, log)
     if labels is None:
         log("no anomaly labels in the data: scores only")
         return []
@@ -143,9 +150,11 @@ def outlier_score(model: str | Path, data: str, *, data_options: dict | None = N
                                n_train=info["n_bank"], **named,
                                n_test=len(labels), anomalies=int(labels.sum()), split=SPLIT_NOTE.get(options["split"]),
                                **how))
-    merge_records(run / runs.METRICS, recs)
+    merge_records(home / runs.METRICS, recs)
     log(format_table(recs))
-    if report and not reference:
+    if report and not reference and home != run.resolve():
+        log(f"report not written: the bank at {path.parent} is not inside its run {run}")
+    elif report and not reference:
         from selfsup.api.evaluate import report as write_report
 
         write_report(run, log=log)

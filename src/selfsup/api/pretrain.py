@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup import distributed, runs
+from selfsup import distributed, lock, runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.api.evaluate import evaluate, report
 from selfsup.config import ConfigError, DataConfig, RunConfig, build_config, dump_config, load_config
 from selfsup.data import open_source
+from selfsup.data.sources import SkipCounter
 from selfsup.encoders import EncoderConfig
 from selfsup.encoders.sizing import default_vit, encoder_width, on_gpu, resolve_geometry, table_batch_size
 from selfsup.evaluate.fewshot import DEFAULT_FINETUNE_SEEDS, DEFAULT_SEEDS
@@ -117,6 +118,7 @@ def _resume_target(resume: str | Path | bool, out: str | Path | None) -> Path | 
     return Path(target) if (Path(target) / runs.CONFIG).is_file() else None
 
 
+@lock.writes
 def pretrain(
     data: str | None = None,
     method: str | None = None,
@@ -163,6 +165,8 @@ def pretrain(
     run_dir = None
     if resume is not None and resume is not False:
         run_dir = _resume_target(resume, out)
+        if run_dir is not None:
+            lock.hold(run_dir)  # one writer per run folder: a second --resume stops here
         if run_dir is None:
             log(f"{out} holds no run yet; starting it there")
     if run_dir is not None:
@@ -206,6 +210,7 @@ def pretrain(
             raise ConfigError("a multi-process run needs --out (or out: in the config) so every process "
                               "writes the same run folder")
         run_dir = runs.new_run_dir(cfg.method_name, out or cfg.out)
+        lock.hold(run_dir)
         ckpt = None
     teacher_enc = None
     if getattr(method_class(cfg.method_name), "uses_teacher", False):
@@ -286,9 +291,9 @@ def pretrain(
         recs += _monitor_records(guard_task, guard, cfg.method_name)
     merge_records(run_dir / runs.METRICS, recs)
     (run_dir / runs.LOSS_HISTORY).write_text(json.dumps(hist))
-    skipped = f"; skipped {module.n_skipped} unreadable samples" if module.n_skipped else ""
-    if module.skipped_examples:
-        skipped += f" (e.g. {', '.join(module.skipped_examples[:3])})"
+    skips = SkipCounter()
+    skips.add(module.skipped_examples)
+    skipped = f"; {skips.summary(total=module.n_skipped)}" if module.n_skipped else ""
     log(f"done: {module.global_step} steps in {module.elapsed:.0f}s, final loss {np.mean(tail):.4f}{skipped}")
     if guard is not None and guard.history:
         first, last = guard.history[0], guard.history[-1]

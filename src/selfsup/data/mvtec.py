@@ -99,19 +99,21 @@ def read_folder_square(folder: Path, image_size: int, channels: int | None, max_
     ``channels`` None takes the first readable image's, and so does the depth; unreadable files
     are skipped and counted (one ``log`` line).
     """
-    images, paths, skipped, bits = [], [], 0, None
+    from selfsup.data.sources.base import SkipCounter
+
+    images, paths, skips, bits = [], [], SkipCounter(), None
     for path in images_under(folder)[:max_samples]:
         image = read_square(path, image_size, channels, bits)
         if image is None:
-            skipped += 1
+            skips.add([f"{path.name}: unreadable"])
             continue
         channels, bits = channels or image.shape[0], bits or bits_of(image)
         images.append(image)
         paths.append(str(path))
     if not images:
-        raise FileNotFoundError(f"no readable images under {folder}")
-    if skipped and log is not None:
-        log(f"skipped {skipped} unreadable image(s) under {folder}")
+        raise FileNotFoundError(f"no readable images under {folder}" + (f" ({skips.summary()})" if skips.total else ""))
+    if skips.total and log is not None:
+        log(f"{folder}: {skips.summary()}")
     return torch.stack(images), paths
 
 

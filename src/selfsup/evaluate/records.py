@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from selfsup.lock import exclusive
+
 # The vocabulary of records, in the order tables and plots show it; every writer and reader uses these.
 BUDGET_KEYS = ("shots", "label_fraction")  # labels per class, or a fraction of the labelled pool
 ENCODERS = {  # what was measured
@@ -121,9 +123,16 @@ def load_records(path: str | Path) -> list[dict]:
 def merge_records(path: str | Path, new: list[dict]) -> list[dict]:
     """Merge ``new`` into the records at ``path``: same identity replaces in place, others append.
 
-    Written atomically (temporary file in the same folder, then rename). Returns the merged list.
+    Written atomically (temporary file in the same folder, then rename), under an exclusive lock
+    beside the file (``lock.exclusive``), so merges from several processes at once lose nothing.
+    Returns the merged list.
     """
     path = Path(path)
+    with exclusive(path):
+        return _merge(path, new)
+
+
+def _merge(path: Path, new: list[dict]) -> list[dict]:
     records = load_records(path)
     position = {identity(r): i for i, r in enumerate(records)}
     for rec in new:

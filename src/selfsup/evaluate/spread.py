@@ -48,7 +48,8 @@ def _progress(log: Callable[[str], None] | None, every: float = 10.0) -> Callabl
 def embed_source(encoder: nn.Module, src: Any, batch_fn: Callable[[dict], Any], *, batch_size: int = 256,
                  max_samples: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every readable sample of ``src`` (a ``data.sources`` Source), at most ``max_samples``, encoded:
-    {"features" (N, F) float32, "labels" (N,) int64, "keys" list of N str}, in the source's order.
+    {"features" (N, F) float32, "labels" (N,) int64, "keys" list of N str, "skipped" the skip entries
+    ("KEY: REASON") of the batches read}, in the source's order.
 
     ``batch_fn`` turns a collated batch into the encoder's input (``InputSpec.batch_input``). An
     indexed source reads its first ``max_samples`` samples (unreadable ones left out); a stream its
@@ -73,17 +74,18 @@ def embed_source(encoder: nn.Module, src: Any, batch_fn: Callable[[dict], Any], 
         seen += len(batch["key"])
         if indexed or i % world == rank:
             feats = extract_features(encoder, batch_fn(batch), batch_size=batch_size)
-            parts.append(((rank, i) if indexed else (0, i), feats, batch["label"].long(), list(batch["key"])))
+            parts.append(((rank, i) if indexed else (0, i), feats, batch["label"].long(), list(batch["key"]),
+                          list(batch.get("skipped", []))))
         tick(seen * (world if indexed else 1), total)
     parts = sorted((p for rank_parts in distributed.all_gather_objects(parts) for p in rank_parts), key=lambda p: p[0])
     if not parts:
         return {"features": torch.empty(0, getattr(encoder, "num_features", 0)), "labels": torch.empty(0).long(),
-                "keys": []}
+                "keys": [], "skipped": []}
     out = {"features": torch.cat([p[1] for p in parts]), "labels": torch.cat([p[2] for p in parts]),
-           "keys": [k for p in parts for k in p[3]]}
+           "keys": [k for p in parts for k in p[3]], "skipped": [s for p in parts for s in p[4]]}
     if max_samples is not None:
         out = {"features": out["features"][:max_samples], "labels": out["labels"][:max_samples],
-               "keys": out["keys"][:max_samples]}
+               "keys": out["keys"][:max_samples], "skipped": out["skipped"]}
     return out
 
 

@@ -101,13 +101,18 @@ class SkipCounter:
     def total(self) -> int:
         return sum(self.by_reason.values())
 
-    def summary(self) -> str:
-        """E.g. "skipped 3 samples (2 corrupt, 1 truncated)"."""
-        n = self.total
+    def summary(self, total: int | None = None) -> str:
+        """The one line every command prints about skips, e.g. "skipped 3 samples
+        (2 corrupt, 1 truncated; e.g. a.png: corrupt, b.png: truncated)". ``total``: when more were
+        skipped than were added here (the engine keeps only the first entries), the true count."""
+        n = self.total if total is None else max(int(total), self.total)
         if n == 0:
             return "skipped 0 samples"
         parts = ", ".join(f"{c} {r}" for r, c in self.by_reason.most_common())
-        return f"skipped {n} sample{'s' if n != 1 else ''} ({parts})"
+        if total is not None and n > self.total:
+            parts += f", {n - self.total} more"
+        shown = f"; e.g. {', '.join(self.examples[:3])}" if self.examples else ""
+        return f"skipped {n} sample{'s' if n != 1 else ''} ({parts}{shown})"
 
 
 class Source:
