@@ -16,10 +16,10 @@ from selfsup.config import load_config
 from selfsup.data.sources.table import TableSource, read_table
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.encoders.tabular import masked_feature_loss
+from selfsup.encoders.trunk import masked_mse
 from selfsup.methods import build_method
 from selfsup.methods.mae import MAE
-from selfsup.methods.mae_series import SeriesMAE, masked_patch_loss
-from selfsup.methods.mae_table import TableMAE, masked_feature_loss
 from selfsup.methods.scarf import SCARF, corrupt, scarf_loss
 from selfsup.methods.ts2vec import (
     TS2Vec,
@@ -54,16 +54,18 @@ def test_masked_feature_loss_by_hand():
 
 
 def test_masked_patch_loss_by_hand():
-    pred = torch.zeros(1, 1, 3, 2)
-    target = torch.tensor([[[[1.0, NAN], [5.0, 5.0], [2.0, 2.0]]]])
-    mask = torch.tensor([[[1.0, 0.0, 1.0]]])  # patch 1 is visible: its error does not count
-    assert masked_patch_loss(pred, target, mask).item() == pytest.approx((1 + 4 + 4) / 3)
+    pred = torch.zeros(1, 3, 2)
+    target = torch.tensor([[[1.0, NAN], [5.0, 5.0], [2.0, 2.0]]])
+    mask = torch.tensor([[1.0, 0.0, 1.0]])  # patch 1 is visible: its error does not count
+    loss, errors = masked_mse(pred, target, mask)
+    assert loss.item() == pytest.approx((1 + 4 + 4) / 3)
+    assert errors[0, 0].item() == 1.0 and torch.isnan(errors[0, 1]) and errors[0, 2].item() == 4.0
 
 
-def test_mae_name_resolves_by_modality_with_its_own_mask_ratio():
+def test_one_mae_for_every_data_type_with_the_tokenizers_mask_ratio():
     image = build_method("mae", DEC, ENC.model_copy(update={"patch_size": 4}), InputSpec(channels=1, image_size=8))
     table, series = build_method("mae", DEC, ENC, TABLE), build_method("mae", {}, ENC, SERIES)
-    assert type(image) is MAE and type(table) is TableMAE and type(series) is SeriesMAE
+    assert type(image) is MAE and type(table) is MAE and type(series) is MAE
     assert (image.cfg.mask_ratio, table.mask_ratio, series.mask_ratio) == (0.75, 0.3, 0.4)
     assert build_method("mae", {"mask_ratio": 0.5}, ENC, SERIES).mask_ratio == 0.5
     assert load_config(overrides=["method.name=mae"]).method["mask_ratio"] is None  # resolved per modality
@@ -71,17 +73,25 @@ def test_mae_name_resolves_by_modality_with_its_own_mask_ratio():
         build_method("mae", {}, ENC.model_copy(update={"series_stride": 4}), SERIES)
 
 
-def test_series_mae_hides_40_percent_of_each_channel_and_leaves_padding_alone():
+def test_series_mae_hides_40_percent_of_each_channel_and_never_scores_padding():
     torch.manual_seed(0)
     m = build_method("mae", {}, ENC, SERIES)
     x = torch.randn(4, 2, 80)
     x[0, :, 40:] = NAN  # a shorter series, padded
     out = m({"series": x})
-    assert out["pred"].shape == (4, 2, 10, 8) and torch.isfinite(out["loss"])
-    assert out["mask"][1:].sum(-1).eq(4).all()  # 40 % of 10 patches per channel
-    assert out["mask"][0, :, 5:].sum() == 0  # padding is never a target
-    errors = m.reconstruction_errors({"series": x}, passes=2)
-    assert errors.shape == (4,) and torch.isfinite(errors).all()
+    assert out["pred"].shape == (8, 10, 8) and torch.isfinite(out["loss"])  # (B * C, patches, steps)
+    assert out["mask"].sum(-1).eq(4).all()  # 40 % of 10 patches per channel
+    assert torch.isnan(out["errors"][:2, 5:]).all()  # padding is never a target
+    errors = m.reconstruction_errors({"series": x}, passes=4)
+    assert errors.shape == (4, 20)  # per series: each channel's 10 patches
+    assert torch.isnan(errors[0].reshape(2, 10)[:, 5:]).all() and torch.isfinite(errors[1:].nanmean(1)).all()
+
+
+def test_image_mae_gives_per_patch_reconstruction_errors():
+    torch.manual_seed(0)
+    m = build_method("mae", DEC, ENC.model_copy(update={"patch_size": 4}), InputSpec(channels=1, image_size=8)).eval()
+    errors = m.reconstruction_errors({"image": torch.rand(3, 1, 8, 8)}, passes=6)
+    assert errors.shape == (3, 4) and torch.isfinite(errors.nanmean(1)).all() and (errors[~errors.isnan()] >= 0).all()
 
 
 def test_table_mae_learns_a_column_that_copies_another():

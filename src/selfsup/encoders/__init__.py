@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from selfsup.data.spec import InputSpec, normalize
+from selfsup.encoders.audio import AudioViT
 from selfsup.encoders.series import PatchTST
 from selfsup.encoders.tabular import FTTransformer
 from selfsup.encoders.vit import PRESETS, VisionTransformer, vit
@@ -80,6 +81,8 @@ class EncoderConfig(BaseModel):
     series_patch: int = 12  # steps per patch (PatchTST's self-supervised setting)
     series_stride: int | None = None  # steps between patch starts; None = series_patch (no overlap)
     revin: bool = True  # per-sample instance normalisation (off keeps each window's level)
+    # -- audio (a ViT on log-mel spectrograms of side img_size or the data's image_size)
+    audio_seconds: float = 1.0  # the spectrogram spans this long
 
 
 # "tiny" for tables and series is the paper's default model; other sizes are the ViT presets
@@ -93,7 +96,7 @@ MODALITY_ENCODERS = {"table": "ft_transformer", "series": "patch_tst"}
 def _size(cfg: EncoderConfig, modality: str) -> dict[str, int]:
     if cfg.size not in PRESETS and cfg.size != "custom":
         raise ValueError(f"unknown size {cfg.size!r}; choose from {', '.join(PRESETS)} or custom")
-    p = dict(MODALITY_PRESETS[modality].get(cfg.size) or PRESETS.get(cfg.size, PRESETS["tiny"]))
+    p = dict(MODALITY_PRESETS.get(modality, {}).get(cfg.size) or PRESETS.get(cfg.size, PRESETS["tiny"]))
     p.update({k: v for k, v in {"width": cfg.width, "depth": cfg.depth, "heads": cfg.heads}.items() if v is not None})
     return p
 
@@ -125,15 +128,21 @@ def build_encoder(cfg: EncoderConfig, spec: InputSpec) -> nn.Module:
         raise ValueError(f"encoder {cfg.name!r} needs table or series data, not {spec.modality}")
     in_chans = cfg.in_chans or spec.channels
     if cfg.name == "vit":
-        enc = vit(
-            cfg.size, img_size=cfg.img_size or spec.image_size, patch_size=cfg.patch_size, in_chans=in_chans,
-            width=cfg.width, depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
+        options = dict(
+            patch_size=cfg.patch_size, mlp_ratio=cfg.mlp_ratio,
             drop_path_rate=cfg.drop_path, pool=cfg.pool, sincos_pos=cfg.pos_embed == "sincos",
             class_token=cfg.class_token, reg_tokens=cfg.reg_tokens, no_embed_class=cfg.no_embed_class,
             pre_norm=cfg.pre_norm, fc_norm=cfg.fc_norm, init_values=cfg.init_values, act_layer=cfg.act,
             mlp_layer=cfg.mlp_layer, norm_eps=cfg.norm_eps, qkv_bias=cfg.qkv_bias, patch_bias=cfg.patch_bias,
             pos_antialias=cfg.pos_antialias,
         )
+        if spec.modality.startswith("audio"):  # log-mel spectrograms of side image_size, one channel
+            p = _size(cfg, "image")
+            enc = AudioViT(spec.sample_rate or 16000, cfg.img_size or spec.image_size, cfg.audio_seconds,
+                           embed_dim=p["width"], depth=p["depth"], num_heads=p["heads"], **options)
+        else:
+            enc = vit(cfg.size, img_size=cfg.img_size or spec.image_size, in_chans=in_chans, width=cfg.width,
+                      depth=cfg.depth, heads=cfg.heads, **options)
     elif cfg.name == "mobilenetv2":
         from selfsup.encoders.mobilenet import MobileNetV2  # noqa: PLC0415
 
@@ -155,7 +164,7 @@ def to_input(encoder: nn.Module, images: torch.Tensor | dict[str, torch.Tensor])
     """Float images in [0, 1] (B, C, H, W) -> what ``encoder`` reads: normalised with its own statistics
     (selfsup's fixed scale for its own encoders), one grey channel repeated when it wants three.
     Table and series inputs (a dict of tensors, or the input of a table / series encoder) pass as they are."""
-    if isinstance(images, dict) or getattr(encoder, "modality", "image") in MODALITY_ENCODERS:
+    if isinstance(images, dict) or getattr(encoder, "modality", "image") != "image":
         return images
     want = getattr(encoder, "in_chans", images.shape[1])
     if images.shape[1] == 1 and want == 3:

@@ -18,6 +18,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from selfsup.data.spec import normalize
+from selfsup.encoders.trunk import MaskedTokens
+from selfsup.encoders.vit import VisionTransformer
+
 
 def hz_to_mel(f: torch.Tensor | float, scale: str = "htk") -> torch.Tensor:
     """Hertz -> mel. HTK: 2595 log10(1 + f / 700). Slaney: linear (f / (200/3)) below 1 kHz, log above."""
@@ -171,3 +175,47 @@ def spec_augment(spec: torch.Tensor, freq_mask: int = 8, time_mask: int = 8) -> 
 
 
 __all__ = ["LogMel", "mel_filterbank", "hz_to_mel", "mel_to_hz", "pad_or_trim", "spec_augment"]
+
+
+class AudioViT(VisionTransformer):
+    """A ViT on log-mel spectrograms: the audio tokenizer is ``LogMel`` + the ViT's patches.
+
+    Reads waveforms (B, T) (or a batch dict with ``audio`` and ``audio_length``), turns them into
+    (B, 1, n_mels, frames) spectrograms in [0, 1] (``LogMel``), normalises them like grey images and
+    encodes them as a 1-channel ViT (Gong et al. 2021, AST). The front end has no weights, so the
+    state dict is the ViT's (timm names) and exports like one. Masked modelling predicts the
+    spectrogram patches.
+    """
+
+    modality = "audio"  # what it reads: ``encoders.to_input`` passes waveforms through
+
+    def __init__(self, sample_rate: int, n_mels: int, clip_seconds: float = 1.0, **vit_options):
+        super().__init__(img_size=n_mels, in_chans=1, **vit_options)
+        self.frontend = LogMel(sample_rate, n_mels, n_mels, clip_seconds)
+
+    def spectrogram(self, x) -> torch.Tensor:
+        """Waveforms (B, T), a list of them, or a batch dict -> normalised log-mel (B, 1, n_mels, n_mels);
+        a 4-D tensor is taken to be a spectrogram already."""
+        if isinstance(x, torch.Tensor) and x.ndim == 4:
+            return x
+        if isinstance(x, dict):
+            x = self.frontend(x["audio"], x.get("audio_length"), random_crop=self.training)
+        else:
+            x = self.frontend(x)
+        return normalize(x)
+
+    def grid_for(self, x) -> tuple[int, int]:
+        return self.grid if not (isinstance(x, torch.Tensor) and x.ndim == 4) else super().grid_for(x)
+
+    def embed_patches(self, x, keep: torch.Tensor | None = None) -> torch.Tensor:
+        return super().embed_patches(self.spectrogram(x), keep)
+
+    def token_shape(self, x) -> tuple[int, int]:
+        return len(x["audio"] if isinstance(x, dict) else x), self.num_patches
+
+    def masked_tokens(self, x, keep: torch.Tensor) -> MaskedTokens:
+        """Waveforms -> the ``keep`` spectrogram patch tokens and every patch's values as targets."""
+        return super().masked_tokens(self.spectrogram(x), keep)
+
+
+__all__ += ["AudioViT"]

@@ -23,17 +23,7 @@ import math
 import torch
 from torch import nn
 
-from selfsup.encoders.trunk import Trunk, init_weights, make_blocks
-
-
-def sincos_1d(n: int, dim: int, device=None) -> torch.Tensor:
-    """Fixed sine-cosine position embedding (1, n, dim) as in Vaswani et al. 2017."""
-    pos = torch.arange(n, dtype=torch.float64, device=device)[:, None]
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64, device=device) / (dim / 2.0))
-    emb = torch.cat([torch.sin(pos * omega), torch.cos(pos * omega)], dim=1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros(n, 1, dtype=emb.dtype, device=device)], dim=1)
-    return emb.float().unsqueeze(0)
+from selfsup.encoders.trunk import MaskedTokens, Trunk, gather_tokens, init_weights, make_blocks, masked_mse, sincos_1d
 
 
 def revin_stats(x: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,5 +151,40 @@ class PatchTST(Trunk):
     def extra_no_weight_decay(self) -> set[str]:
         return {"pad_token"}
 
+    # -- masked modelling (``trunk.Maskable``): hide 40 % of each channel's patches, predict their
+    # normalised values (PatchTST's self-supervised task)
+    mask_ratio = 0.4
 
-__all__ = ["PatchTST", "patchify", "revin_stats", "sincos_1d"]
+    def token_shape(self, x) -> tuple[int, int]:
+        B, C, T = self._series(x).shape
+        return B * C, self.num_patches(T)
+
+    def masked_tokens(self, x, keep: torch.Tensor) -> MaskedTokens:
+        """Series (B, C, T) or a batch dict -> the ``keep`` patch tokens (B * C, n_keep, D) and every
+        normalised patch (B * C, n, P) as targets (NaN where not observed)."""
+        patches, _, _ = self.patches(self._series(x))
+        B, C, n, P = patches.shape
+        return MaskedTokens(gather_tokens(self.embed_patches(patches), keep), patches.reshape(B * C, n, P), (n,))
+
+    def prediction_head(self, width: int) -> nn.Module:
+        if self.stride != self.patch_size:
+            raise ValueError("masked patch reconstruction needs non-overlapping patches: leave "
+                             "encoder.series_stride unset (or equal to encoder.series_patch)")
+        return nn.Linear(width, self.patch_size)
+
+    def decoder_pos_param(self, width: int) -> None:
+        return None  # fixed sine-cosine positions for any number of patches
+
+    def decoder_positions(self, layout: tuple[int, ...], width: int, stored=None) -> torch.Tensor:
+        """(1, 1 + n, width): a zero row for the decoder's first slot, then 1-D sine-cosine."""
+        pos = sincos_1d(layout[0], width)
+        return torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1)
+
+    def masked_loss(self, pred: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor,
+                    norm_target: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared error of the hidden patches' observed steps (``norm_target`` unused: RevIN already
+        normalised them); per-patch errors (B * C, n)."""
+        return masked_mse(pred, target, hidden)
+
+
+__all__ = ["PatchTST", "patchify", "revin_stats", "sincos_1d"]  # sincos_1d from encoders.trunk

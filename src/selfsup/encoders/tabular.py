@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from selfsup.encoders.trunk import Trunk, init_weights, make_blocks
+from selfsup.encoders.trunk import MaskedTokens, Trunk, gather_tokens, init_weights, make_blocks
 
 
 class FeatureTokenizer(nn.Module):
@@ -59,6 +60,54 @@ class FeatureTokenizer(nn.Module):
             x_cat = torch.where((x_cat < 0) | (x_cat >= self.cat_sizes), 0, x_cat)  # outside the vocabulary: unseen
             tokens.append(self.cat_embed(x_cat + self.cat_offsets) + self.cat_bias)
         return torch.cat(tokens, dim=1)
+
+
+def masked_feature_loss(
+    num_pred: torch.Tensor,
+    num_target: torch.Tensor,
+    cat_logits: list[torch.Tensor],
+    cat_target: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss over hidden cells with a known value, and the per-cell errors.
+
+    num_pred / num_target (B, F) (target NaN = missing), cat_logits K tensors (B, card_k),
+    cat_target (B, K) (0 = missing), mask (B, F + K) with 1 = hidden, numeric columns first.
+    Returns (sum of squared errors + cross-entropies) / (number of counted cells), and the errors
+    (B, F + K) with NaN where a cell is not counted (visible or unknown).
+    """
+    Fn = num_target.shape[1]
+    known_num = ~torch.isnan(num_target)
+    err_num = (num_pred - torch.nan_to_num(num_target)) ** 2
+    errs = [torch.where(known_num & (mask[:, :Fn] > 0), err_num, torch.full_like(err_num, float("nan")))]
+    for k, logits in enumerate(cat_logits):
+        t = cat_target[:, k].long()
+        ce = F.cross_entropy(logits, t, reduction="none")
+        counted = (t > 0) & (mask[:, Fn + k] > 0)
+        errs.append(torch.where(counted, ce, torch.full_like(ce, float("nan"))).unsqueeze(1))
+    errors = torch.cat(errs, dim=1)
+    counted = ~torch.isnan(errors)
+    loss = torch.where(counted, errors, torch.zeros_like(errors)).sum() / counted.sum().clamp(min=1)
+    return loss, errors
+
+
+class ColumnHead(nn.Module):
+    """Decoder tokens (B, F + K, d) -> a number per numeric column (one linear map each) and logits over
+    each categorical column's categories: ``(num_pred (B, F), [logits (B, card_k)] * K)``."""
+
+    def __init__(self, width: int, num_numeric: int, cardinalities: list[int]):
+        super().__init__()
+        self.num_numeric = num_numeric
+        self.num_head_weight = nn.Parameter(torch.zeros(num_numeric, width))
+        self.num_head_bias = nn.Parameter(torch.zeros(num_numeric))
+        self.cat_heads = nn.ModuleList(nn.Linear(width, c) for c in cardinalities)
+        nn.init.xavier_uniform_(self.num_head_weight)
+        init_weights(self.cat_heads)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        Fn = self.num_numeric
+        num_pred = (h[:, :Fn] * self.num_head_weight).sum(-1) + self.num_head_bias
+        return num_pred, [head(h[:, Fn + k]) for k, head in enumerate(self.cat_heads)]
 
 
 class FTTransformer(Trunk):
@@ -128,5 +177,40 @@ class FTTransformer(Trunk):
         """The paper keeps weight decay off the tokenizer, norms and biases."""
         return {f"tokenizer.{n}" for n, _ in self.tokenizer.named_parameters()}
 
+    # -- masked modelling (``trunk.Maskable``): hide 30 % of a row's cells (VIME's probability), predict
+    # numbers (squared error, standardised) and categories (cross-entropy), as MET does
+    mask_ratio = 0.3
 
-__all__ = ["FTTransformer", "FeatureTokenizer"]
+    def token_shape(self, x) -> tuple[int, int]:
+        return self._inputs(x, None)[0].shape[0], self.num_tokens
+
+    def masked_tokens(self, x, keep: torch.Tensor) -> MaskedTokens:
+        """A batch dict -> the ``keep`` feature tokens (B, n, D) and per-cell targets (B, F + K, 1): the
+        number (NaN = missing) or the category index (0 = missing) as a float."""
+        x_num, x_cat = self._inputs(x, None)
+        if x_cat is None:
+            x_cat = x_num.new_zeros(x_num.shape[0], 0, dtype=torch.long)
+        target = torch.cat([x_num.float(), x_cat.float()], dim=1).unsqueeze(-1)
+        return MaskedTokens(gather_tokens(self.embed(x_num, x_cat), keep), target, (self.num_tokens,))
+
+    def prediction_head(self, width: int) -> nn.Module:
+        return ColumnHead(width, self.tokenizer.num_features, self.tokenizer.cardinalities)
+
+    def decoder_pos_param(self, width: int) -> nn.Parameter:
+        """Learned decoder positions (1, 1 + F + K, width): a hidden column has no value to say which it is."""
+        pos = nn.Parameter(torch.zeros(1, 1 + self.num_tokens, width))
+        nn.init.normal_(pos, std=0.02)
+        return pos
+
+    def decoder_positions(self, layout: tuple[int, ...], width: int, stored: nn.Parameter) -> torch.Tensor:
+        return stored
+
+    def masked_loss(self, pred, target: torch.Tensor, hidden: torch.Tensor,
+                    norm_target: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``masked_feature_loss`` of the hidden cells (``norm_target`` unused: numbers come standardised)."""
+        num_pred, cat_logits = pred
+        Fn = self.tokenizer.num_features
+        return masked_feature_loss(num_pred, target[:, :Fn, 0], cat_logits, target[:, Fn:, 0].long(), hidden)
+
+
+__all__ = ["ColumnHead", "FTTransformer", "FeatureTokenizer", "masked_feature_loss"]

@@ -16,6 +16,7 @@ Encoders subclass ``Trunk`` (no wrapper module), so their parameter names stay t
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -56,6 +57,68 @@ def check_pool(pool: str, class_token: bool) -> None:
         raise ValueError(f"unknown pool {pool!r}; use token, avg, token+avg or map")
     if "token" in pool and not class_token:
         raise ValueError(f"pool {pool!r} needs a class token")
+
+
+class MaskedTokens(NamedTuple):
+    """What masked modelling needs from a tokenizer for one batch.
+
+    ``tokens`` (B', n, D): the encoder's input tokens with positions, only the kept ones (B' = B, or
+    B * C for series);
+    ``target`` (B', N, T): what the decoder predicts at each token (NaN / 0-category where unknown);
+    ``layout``: the token layout the decoder positions follow ((gh, gw) for images, (N,) otherwise).
+    """
+
+    tokens: torch.Tensor
+    target: torch.Tensor
+    layout: tuple[int, ...]
+
+
+@runtime_checkable
+class Maskable(Protocol):
+    """A tokenizer that masked modelling (``methods.mae``) can train: it gives the tokens and targets of
+    a batch, the head from decoder width to a token's prediction, the decoder's positions and the loss.
+    Every selfsup transformer encoder is one (image patches, table features, series patches)."""
+
+    mask_ratio: float  # the share of tokens hidden by default for this data type
+
+    def token_shape(self, x: Any) -> tuple[int, int]: ...
+
+    def masked_tokens(self, x: Any, keep: torch.Tensor) -> MaskedTokens: ...
+
+    def prediction_head(self, width: int) -> nn.Module: ...
+
+    def decoder_pos_param(self, width: int) -> nn.Parameter | None: ...
+
+    def decoder_positions(self, layout: tuple[int, ...], width: int, stored: nn.Parameter | None) -> torch.Tensor: ...
+
+    def masked_loss(self, pred: Any, target: torch.Tensor, hidden: torch.Tensor,
+                    norm_target: bool = False) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def gather_tokens(tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Tokens (B, N, D) -> the ``keep`` (B, n) of them (B, n, D)."""
+    return torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def sincos_1d(n: int, dim: int, device=None) -> torch.Tensor:
+    """Fixed sine-cosine position embedding (1, n, dim) as in Vaswani et al. 2017."""
+    pos = torch.arange(n, dtype=torch.float64, device=device)[:, None]
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64, device=device) / (dim / 2.0))
+    emb = torch.cat([torch.sin(pos * omega), torch.cos(pos * omega)], dim=1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros(n, 1, dtype=emb.dtype, device=device)], dim=1)
+    return emb.float().unsqueeze(0)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared error of hidden tokens' known values: pred / target (B, N, T) (target NaN = unknown),
+    hidden (B, N) with 1 = hidden. Returns (sum of squared errors / number of counted values, the
+    per-token mean squared error (B, N), NaN for a token that is visible or has no known value)."""
+    counted = (hidden.unsqueeze(-1) > 0) & ~torch.isnan(target)
+    se = torch.where(counted, (pred - torch.nan_to_num(target)) ** 2, torch.zeros_like(pred))
+    n = counted.sum(-1)
+    errors = torch.where(n > 0, se.sum(-1) / n.clamp(min=1), torch.full_like(se[..., 0], float("nan")))
+    return se.sum() / counted.sum().clamp(min=1), errors
 
 
 class Trunk(nn.Module):
@@ -124,7 +187,7 @@ class Trunk(nn.Module):
         gives alone; outputs past a row's length are zero.
         """
         if keep is not None:
-            tokens = torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+            tokens = gather_tokens(tokens, keep)
         if lengths is not None and bool((lengths < tokens.shape[1]).any()):
             P = self.num_prefix_tokens
             out = tokens.new_zeros(tokens.shape[0], P + tokens.shape[1], tokens.shape[2])
@@ -230,4 +293,7 @@ class Trunk(nn.Module):
         return 0
 
 
-__all__ = ["POOLS", "Trunk", "check_pool", "drop_path_rates", "init_weights", "make_blocks"]
+__all__ = [
+    "POOLS", "Maskable", "MaskedTokens", "Trunk", "check_pool", "drop_path_rates", "gather_tokens", "init_weights",
+    "make_blocks", "masked_mse", "sincos_1d",
+]

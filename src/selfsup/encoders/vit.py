@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.encoders.layers import AttentionPoolLatent, PatchEmbed
-from selfsup.encoders.trunk import Trunk, check_pool, init_weights, make_blocks
+from selfsup.encoders.trunk import MaskedTokens, Trunk, check_pool, init_weights, make_blocks
 
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"width": 192, "depth": 12, "heads": 3},
@@ -59,6 +59,35 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int], cls_token: bool | int = Tr
     if cls_token:
         emb = torch.cat([torch.zeros(int(cls_token), dim), emb], dim=0)
     return emb.unsqueeze(0)
+
+
+def patchify(images: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, p * p * C), patches in row-major order, pixels (p, p, C)."""
+    B, C, H, W = images.shape
+    x = images.reshape(B, C, H // p, p, W // p, p)
+    return torch.einsum("bchpwq->bhwpqc", x).reshape(B, (H // p) * (W // p), p * p * C)
+
+
+def unpatchify(patches: torch.Tensor, p: int, channels: int, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, N, p * p * C) -> (B, C, H, W); inverse of ``patchify``."""
+    B = patches.shape[0]
+    gh, gw = grid
+    x = patches.reshape(B, gh, gw, p, p, channels)
+    return torch.einsum("bhwpqc->bchpwq", x).reshape(B, channels, gh * p, gw * p)
+
+
+def pixel_errors(pred: torch.Tensor, target: torch.Tensor, norm_pix: bool = True) -> torch.Tensor:
+    """Per-patch mean squared error (B, N) of pixel predictions (B, N, P), against per-patch normalised
+    pixels with ``norm_pix`` (He et al. 2021: better representations)."""
+    if norm_pix:
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1e-6).sqrt()
+    return (pred - target).pow(2).mean(dim=-1)
+
+
+def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_pix: bool = True) -> torch.Tensor:
+    """Mean squared error over hidden patches. pred/target (B, N, P), mask (B, N) with 1 = hidden."""
+    return (pixel_errors(pred, target, norm_pix) * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class VisionTransformer(Trunk):
@@ -206,6 +235,38 @@ class VisionTransformer(Trunk):
                                              return_prefix_tokens=return_prefix_tokens,
                                              intermediates_only=intermediates_only)
 
+    # -- masked modelling (``trunk.Maskable``): hide 75 % of the patches, predict their pixels (MAE)
+    mask_ratio = 0.75
+
+    def token_shape(self, x: torch.Tensor) -> tuple[int, int]:
+        gh, gw = self.grid_for(x)
+        return x.shape[0], gh * gw
+
+    def masked_tokens(self, x: torch.Tensor, keep: torch.Tensor) -> MaskedTokens:
+        """Encoder input (B, C, H, W) -> the ``keep`` patches' tokens (B, n, D) (only they are embedded)
+        and every patch's pixels (B, N, p * p * C)."""
+        return MaskedTokens(self.embed_patches(x, keep), patchify(x, self.patch_size), self.grid_for(x))
+
+    def prediction_head(self, width: int) -> nn.Module:
+        return nn.Linear(width, self.patch_size**2 * self.in_chans)
+
+    def decoder_pos_param(self, width: int) -> nn.Parameter:
+        """Fixed 2-D sine-cosine decoder positions (1, 1 + N, width) on the stored grid (not trained)."""
+        return nn.Parameter(sincos_pos_embed(width, self.grid), requires_grad=False)
+
+    def decoder_positions(self, layout: tuple[int, ...], width: int, stored: nn.Parameter) -> torch.Tensor:
+        """The stored positions, or computed anew for another grid (a model continued at another image size)."""
+        if tuple(layout) == tuple(self.grid):
+            return stored
+        return sincos_pos_embed(width, tuple(layout)).to(stored)
+
+    def masked_loss(self, pred: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor,
+                    norm_target: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mae_loss`` and the per-patch errors (B, N), NaN on visible patches."""
+        errors = pixel_errors(pred, target, norm_target)
+        loss = (errors * hidden).sum() / hidden.sum().clamp(min=1.0)
+        return loss, torch.where(hidden > 0, errors, torch.full_like(errors, float("nan")))
+
 
 def vit(
     size: str = "tiny",
@@ -237,4 +298,7 @@ def vit_flops_per_image(model: VisionTransformer, tokens: int | None = None) -> 
     return float(model.depth * per_block + 2 * model.num_patches * model.in_chans * model.patch_size**2 * D)
 
 
-__all__ = ["VisionTransformer", "vit", "sincos_pos_embed", "PRESETS", "vit_flops_per_image"]
+__all__ = [
+    "PRESETS", "VisionTransformer", "mae_loss", "patchify", "pixel_errors", "sincos_pos_embed", "unpatchify", "vit",
+    "vit_flops_per_image",
+]

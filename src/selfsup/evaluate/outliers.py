@@ -82,8 +82,8 @@ def reconstruction_scores(method, data: dict[str, np.ndarray], *, passes: int = 
                           seed: int = 0) -> np.ndarray:
     """A masked model's reconstruction error per row / window (M,), averaged over ``passes`` masks.
 
-    ``method`` has ``reconstruction_errors(batch, passes, seed)`` (``TableMAE``: ``data`` =
-    {"features", "categories"}; ``SeriesMAE``: {"series"}); it runs in eval mode on its device."""
+    ``method`` has ``reconstruction_errors(batch, passes, seed)`` giving per-token errors (``MAE``: table
+    ``data`` = {"features", "categories"}, series {"series"}); it runs in eval mode on its device."""
     was = method.training
     method.eval()
     device = next(method.parameters()).device
@@ -95,7 +95,7 @@ def reconstruction_scores(method, data: dict[str, np.ndarray], *, passes: int = 
     finally:
         method.train(was)
     scores = torch.cat(out)
-    if scores.ndim == 2:  # per cell (tables): a row's mean over the cells it could be scored on
+    if scores.ndim == 2:  # per token (cells, patches): a sample's mean over the tokens it could be scored on
         scores = torch.nanmean(scores, dim=1)
     return torch.nan_to_num(scores, nan=0.0).numpy()
 

@@ -3,8 +3,8 @@
 Figures, as PNG bytes like ``interpret.figures`` (matplotlib ``Figure`` on the Agg canvas, no pyplot):
 
 - ``plot_series_reconstruction``: series with the patches the masked model hid shaded, the hidden
-  values and the model's prediction of them (PatchTST's self-supervised task, ``SeriesMAE``);
-- ``plot_feature_errors``: a table's reconstruction error per column (``TableMAE``), the columns the
+  values and the model's prediction of them (PatchTST's self-supervised task, ``MAE`` on series);
+- ``plot_feature_errors``: a table's reconstruction error per column (``MAE``), the columns the
   encoder learned to predict from the others and those it did not;
 - ``plot_anomaly_over_time``: a long series, its labelled anomalies shaded, and each detector's
   score spread over the time steps (``evaluate.outliers.window_to_points``);
@@ -139,19 +139,22 @@ def plot_forecasts(lookback: np.ndarray, truth: np.ndarray, preds: dict[str, np.
 
 @torch.no_grad()
 def series_reconstruction(method: nn.Module, inputs, k: int = 4, seed: int = 0) -> bytes:
-    """The masked-patch figure of a ``SeriesMAE`` on the first ``k`` series of ``inputs`` (N, C, T)."""
+    """The masked-patch figure of a series ``MAE`` on the first ``k`` series of ``inputs`` (N, C, T)."""
     x = as_inputs(inputs)
     x = take(x, slice(0, min(k, rows(x)))).float().to(module_device(method))
     with torch.random.fork_rng(devices=[]), eval_mode(method):
         out = method({"series": x}, generator=torch.Generator(device=x.device).manual_seed(seed))
-    target, pred, mask = (out[n][:, 0].float().cpu().numpy() for n in ("target", "pred", "mask"))
+    B, C = x.shape[:2]  # the method's tokens are each channel's patches: (B * C, n, ...)
+    target, pred, mask = (out[n].reshape(B, C, *out[n].shape[1:])[:, 0].float().cpu().numpy()
+                          for n in ("target", "pred", "mask"))
+    mask = mask * ~np.isnan(target).all(-1)  # a padding patch is never shown as hidden
     return plot_series_reconstruction(target, pred, mask, method.encoder.patch_size,
                                       [f"series {i}" for i in range(len(target))])
 
 
 @torch.no_grad()
 def table_feature_errors(method: nn.Module, inputs, schema: dict | None, passes: int = 8) -> bytes:
-    """Per-column reconstruction error of a ``TableMAE`` on up to 2,000 rows of ``inputs``."""
+    """Per-column reconstruction error of a table ``MAE`` on up to 2,000 rows of ``inputs``."""
     x = as_inputs(inputs)
     x = take(x, slice(0, min(2000, rows(x))))
     device = module_device(method)

@@ -14,8 +14,8 @@ encoder). A method with ``uses_teacher`` gets its frozen teacher from the API (`
 Adding a method = one file + one line in ``METHODS``.
 
 A name can mean one objective on several modalities: ``VARIANTS[name][modality]`` is the class that
-``build_method`` uses for that data (``mae`` is masked modelling of image patches, table columns
-or series patches); the variants share the name's ``Config``. A class that trains on tables or
+``build_method`` uses for that data (none now: ``mae`` is one class for image patches, table columns
+and series patches, through the tokenizer); the variants share the name's ``Config``. A class that trains on tables or
 series says so in ``modalities``; the others (image and audio methods) are refused such data
 with the names that fit it.
 """
@@ -31,8 +31,6 @@ from selfsup.methods.clip import CLIP, SigLIP
 from selfsup.methods.dino import DINO
 from selfsup.methods.distill import Distill
 from selfsup.methods.mae import MAE
-from selfsup.methods.mae_series import SeriesMAE
-from selfsup.methods.mae_table import TableMAE
 from selfsup.methods.scarf import SCARF
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.ts2vec import TS2Vec
@@ -48,9 +46,7 @@ METHODS: dict[str, type[nn.Module]] = {
     "ts2vec": TS2Vec,
 }
 
-VARIANTS: dict[str, dict[str, type[nn.Module]]] = {
-    "mae": {"table": TableMAE, "series": SeriesMAE},
-}
+VARIANTS: dict[str, dict[str, type[nn.Module]]] = {}
 
 
 def method_class(name: str, modality: str | None = None) -> type[nn.Module]:

@@ -136,7 +136,8 @@ class CLIP(nn.Module):
             spec = dataclasses.replace(spec, channels=1)
             self.frontend = LogMel(spec.sample_rate or 16000, spec.image_size, spec.image_size, cfg.clip_seconds)
         self.spec = spec
-        self.encoder = build_encoder(encoder, spec)
+        # the front end above makes the spectrograms: the encoder is the plain ViT that reads them
+        self.encoder = build_encoder(encoder, dataclasses.replace(spec, modality="image") if self.audio else spec)
         if cfg.image_projection:
             self.image_projection = nn.Linear(self.encoder.num_features, cfg.embed_dim, bias=cfg.projection_bias)
             nn.init.normal_(self.image_projection.weight, std=self.encoder.num_features**-0.5)

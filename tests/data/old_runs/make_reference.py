@@ -1,5 +1,6 @@
-"""Regenerate reference.npz: features of the stored old runs on fixed inputs, computed by the code that
-wrote them (main at 0d00ee4, before the one-trunk refactor of issue 19). Run from the repo root:
+"""Regenerate reference.npz: features of the stored old runs on fixed inputs, and the table run's
+reconstruction errors, computed by the code that wrote them (main at 0d00ee4 / its TableMAE, before
+the one-trunk and one-MAE refactor of issue 19). Run from the repo root:
 ``python tests/data/old_runs/make_reference.py``; only rerun it on purpose (it defines "unchanged")."""
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 from selfsup.encoders import to_input
-from selfsup.runs import load_encoder
+from selfsup.runs import load_encoder, load_method
 
 HERE = Path(__file__).parent
 
@@ -33,6 +34,14 @@ def features(kind: str, x: np.ndarray) -> np.ndarray:
         return encoder({"series": t}).numpy()
 
 
+def table_errors(x: np.ndarray) -> np.ndarray:
+    """The table run's per-cell reconstruction errors (4, 27), 4 masks from seed 0."""
+    method = load_method(HERE / "table_mae")
+    batch = {"features": torch.from_numpy(x), "categories": torch.zeros(4, 0, dtype=torch.long)}
+    return method.reconstruction_errors(batch, passes=4, seed=0).numpy()
+
+
 if __name__ == "__main__":
     xs = inputs()
-    np.savez(HERE / "reference.npz", **{f"{k}_features": features(k, v) for k, v in xs.items()})
+    np.savez(HERE / "reference.npz", table_errors=table_errors(xs["table"]),
+             **{f"{k}_features": features(k, v) for k, v in xs.items()})
