@@ -40,6 +40,10 @@ def _data_options(target: str | None = None, columns: list[str] | None = None, d
     return {k: v for k, v in given.items() if v is not None}
 
 
+TASK_HELP = ("classify (default), detect (boxes: COCO .json, Pascal-VOC or YOLO folders; CenterNet head) or "
+             "segment (images/ + masks/ folders, MVTec ground_truth/)")
+
+
 def _emit(records: list[dict], as_json: bool) -> None:
     if as_json:
         print(json.dumps(records), flush=True)
@@ -135,14 +139,29 @@ def evaluate(
         help="also measure this public model (" + MODEL_REF + ") under the same protocols and tuning, reading the "
         "images at its own image size: records with encoder 'foundation' and the verdict ssl vs foundation")] = None,
     device: DeviceOption = "auto",
+    task: Annotated[str, typer.Option(help=TASK_HELP)] = "classify",
+    image_size: Annotated[int | None, typer.Option(help="detect/segment: image side (default 192)")] = None,
+    head: Annotated[str, typer.Option(help="segment: fpn (light decoder) or linear (1x1 on patch features)")]
+    = "fpn",
 ) -> None:
     """Few-label evaluation (kNN, linear probe, fine-tune) beside baselines given the same care, and the verdict.
 
     Example: selfsup evaluate runs/mae --data test/ --train-data train/ --shots 1,5,10
+    (boxes: --task detect --data test.json --train-data train.json --label-fraction 0.1)
     """
     from selfsup import api
     from selfsup.evaluate.fewshot import DEFAULT_PROTOCOLS, FEW_LABEL_PROTOCOLS
 
+    if task != "classify":
+        from selfsup.api.dense import evaluate_dense
+
+        records = evaluate_dense(
+            run, data, task=task, train_data=train_data, protocols=_csv(protocol) or ["linear", "finetune"],
+            baselines=None if baselines is None else _csv([baselines]) or [], shots=_csv(shots, int),
+            label_fractions=_csv(label_fraction, float), seeds=min(seeds, finetune_seeds), image_size=image_size,
+            head=head, foundation=foundation, max_samples=max_samples, log=_log_for(as_json))
+        _emit(records, as_json)
+        return
     job = api.evaluate_curve if curve else api.evaluate
     records = job(
         run, data, protocols=_csv(protocol) or list(FEW_LABEL_PROTOCOLS if curve else DEFAULT_PROTOCOLS),
@@ -176,10 +195,14 @@ def adapt(
     max_samples: Annotated[int | None, typer.Option(help="cap on samples read")] = None,
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
+    task: Annotated[str, typer.Option(help=TASK_HELP)] = "classify",
+    head: Annotated[str, typer.Option(help="segment: fpn or linear")] = "fpn",
+    image_size: Annotated[int | None, typer.Option(help="detect/segment: image side (default 192)")] = None,
 ) -> None:
-    """Train a classifier from the run's encoder on few labels; saves it to a model folder.
+    """Train a classifier (or detector / segmenter) from the run's encoder on few labels; saves a model folder.
 
     Example: selfsup adapt runs/mae --data train/ --shots 5 --method lora --out models/lora5 --test-data test/
+    (boxes: --task detect --data train.json --label-fraction 0.1 --out models/det)
     """
     from dataclasses import replace
 
@@ -187,6 +210,15 @@ def adapt(
     from selfsup.adapt import ADAPT_RECIPES
     from selfsup.evaluate.records import load_records
 
+    if task != "classify":
+        from selfsup.api.dense import adapt_dense
+
+        model_dir = adapt_dense(run, data, task=task, shots=shots, label_fraction=label_fraction,
+                                protocol="linear" if method == "linear" else "finetune", head=head,
+                                image_size=image_size, seed=seed, test_data=test_data, max_samples=max_samples,
+                                out=out, log=_log_for(as_json))
+        _emit(load_records(model_dir / "metrics.json"), as_json)
+        return
     if method not in ADAPT_RECIPES:
         raise ValueError(f"unknown --method {method!r}; choose from {', '.join(ADAPT_RECIPES)}")
     changes = {k: v for k, v in {"max_steps": max_steps, "lr": lr}.items() if v is not None}
@@ -213,8 +245,14 @@ def predict(
     """
     from selfsup import api
 
-    summary = api.predict(model, data, out, max_samples=max_samples, batch_size=batch_size, device=device,
-                          log=_log_for(as_json))
+    if (Path(model) / "dense.json").is_file():  # a detector or segmenter (selfsup adapt --task detect|segment)
+        from selfsup.api.dense import predict_dense
+
+        summary = predict_dense(model, data, None if out == Path("preds.csv") else out, max_samples=max_samples,
+                                log=_log_for(as_json))
+    else:
+        summary = api.predict(model, data, out, max_samples=max_samples, batch_size=batch_size, device=device,
+                              log=_log_for(as_json))
     if as_json:
         print(json.dumps(summary), flush=True)
 
