@@ -171,7 +171,8 @@ class Bench:
             for metric in ("auroc", "auprc"):
                 self.add(f"ADBench unsupervised ({metric.upper()})", full.stem, setting,
                          {f"{e} {d}": by.get((e, d, metric)) for e, d in (("ssl", "knn"), ("ssl", "reconstruction"),
-                                                                           ("raw", "iforest"), ("raw", "knn"))})
+                                                                           ("ssl", "ensemble"), ("raw", "iforest"),
+                                                                           ("raw", "knn"))})
 
     def ett(self) -> None:
         data = str(DATA / "timeseries" / "forecasting" / "ETTh1.csv")
