@@ -245,6 +245,11 @@ def test_evaluate_adapt_predict_detect(tmp_path):
     res = json.loads((tmp_path / "preds.json").read_text())
     assert summary["images"] == 4 and res and {r["image_id"] for r in res} <= {10, 11, 12, 13}
     assert all(len(r["bbox"]) == 4 and 0 <= r["category_id"] - 1 < 2 for r in res)
+    pytest.importorskip("onnxruntime")
+    from selfsup.api.export import export
+
+    onnx = export(model, "onnx", log=lambda s: None)  # raises unless onnxruntime matches torch
+    assert onnx.is_file() and onnx.name == "model.onnx"
 
 
 def test_adapt_predict_segment_masks(tmp_path):

@@ -272,4 +272,33 @@ def predict_dense(model_dir: str | Path, data: str, out: str | Path | None = Non
     return summary
 
 
-__all__ = ["DENSE_SIZE", "TASKS", "adapt_dense", "dense_size", "evaluate_dense", "load_dense", "predict_dense"]
+def export_dense(model_dir: str | Path, format: str = "onnx", out: str | Path | None = None, *,
+                 log: Log = say) -> Path:
+    """A dense model folder as ONNX (the whole model with its tensor-only post-processing,
+    ``dense.export``), checked against torch in onnxruntime; ``safetensors`` gives its encoder alone."""
+    import shutil
+
+    from selfsup.dense.export import check_dense_onnx, export_dense_onnx
+
+    d = Path(model_dir)
+    if format == "safetensors":
+        target = Path(out) if out else d / "export" / ENCODER_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(d / ENCODER_FILE, target)
+        return target
+    if format != "onnx":
+        raise ValueError(f"a {d} detector or segmenter exports as onnx (whole model) or safetensors (encoder)")
+    model, meta = load_dense(d)
+    target = Path(out) if out else d / "export" / "model.onnx"
+    export_dense_onnx(model, meta["channels"], meta["image_size"], target)
+    torch.manual_seed(0)
+    diff = check_dense_onnx(model, target, torch.rand(3, meta["channels"], meta["image_size"], meta["image_size"]))
+    if not diff < 1e-3:
+        raise RuntimeError(f"the ONNX export of {d} differs from torch by {diff:.2e}")
+    log(f"exported the whole {meta['task']} model to {target}; onnxruntime matches torch: max abs difference "
+        f"{diff:.2e} (post-processing left to the user: selfsup.dense.export's docstring)")
+    return target
+
+
+__all__ = ["DENSE_SIZE", "TASKS", "adapt_dense", "dense_size", "evaluate_dense", "export_dense", "load_dense",
+           "predict_dense"]

@@ -28,6 +28,10 @@ def export(run: str | Path, format: str, out: str | Path | None = None, *, devic
 
     if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    if (Path(run) / "dense.json").is_file():  # a detector or segmenter (selfsup adapt --task detect|segment)
+        from selfsup.api.dense import export_dense
+
+        return export_dense(run, format, out, log=log)
     encoder, spec, enc_cfg = runs.load_encoder(run)
     if format in ("hf", "timm") and enc_cfg.name != "vit":
         raise ValueError(f"--format {format} exports ViT encoders; this encoder is {enc_cfg.name}")
