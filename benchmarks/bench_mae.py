@@ -172,7 +172,8 @@ def gpu_peak_mb(step: Callable) -> float:
 
 
 def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool = False, memory: bool = True,
-        precision: str = "fp32", clock: str = "wall", malloc: str = "default") -> tuple[list[dict], list[dict]]:
+        precision: str = "fp32", clock: str = "wall", malloc: str = "default",
+        peak_size: int | None = None) -> tuple[list[dict], list[dict]]:
     """Benchmark every importable contender; returns (table rows, records)."""
     x = torch.rand(c.batch, c.channels, c.image_size, c.image_size, device=device)
     rows, fns, skipped = {}, {}, {}
@@ -193,9 +194,11 @@ def run(c: ModelConfig, device: str, steps: int, warmup: int = 2, compile_: bool
             rows["selfsup+compile"] = {"library": "selfsup+compile", "params_M": rows[name]["params_M"],
                                        "compile_s": round(time.perf_counter() - t, 1)}
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    peak = measure_peak_flops(device, dtype=dtype, clock=clock)
+    measure = partial(measure_peak_flops, device, dtype=dtype, clock=clock, size=peak_size,
+                      repeats=1 if peak_size else 5)
+    peak = measure()
     times = interleaved(fns, steps, warmup, device, clock)
-    peak = max(peak, measure_peak_flops(device, dtype=dtype, clock=clock))
+    peak = max(peak, measure())
     flops = mae_train_flops(c)
     records = []
     for name, ts in times.items():
@@ -256,6 +259,8 @@ def main() -> None:
     ap.add_argument("--malloc", choices=["default", "heap"], default="default",
                     help="heap: glibc keeps freed memory (common.heap_malloc), for every contender alike")
     ap.add_argument("--json", action="store_true", help="print the records as the last line")
+    ap.add_argument("--quick-peak", type=int, default=None, metavar="N",
+                    help="measure the matmul peak on N x N matrices, once (a dry run's shortcut; MFU then overstated)")
     ap.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.threads:
@@ -269,7 +274,8 @@ def main() -> None:
         c = replace(c, batch=a.batch)
     if a.mem_child:
         return mem_child(a.mem_child, c, a.device, precision)
-    rows, records = run(c, a.device, a.steps, a.warmup, a.compile, not a.no_memory, precision, a.clock, a.malloc)
+    rows, records = run(c, a.device, a.steps, a.warmup, a.compile, not a.no_memory, precision, a.clock, a.malloc,
+                        a.quick_peak)
     print(table(rows, COLUMNS))
     if a.json:
         print(json.dumps(records))

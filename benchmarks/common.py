@@ -94,13 +94,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure_peak_flops(device: str, repeats: int = 5, dtype: torch.dtype | None = None, clock: str = "wall") -> float:
+def measure_peak_flops(device: str, repeats: int = 5, dtype: torch.dtype | None = None, clock: str = "wall",
+                       size: int | None = None) -> float:
     """The machine's measured matmul peak (FLOP/s), best of ``repeats``: fp32 on CPU, bf16 on GPU by default.
 
     With ``clock="cpu"`` the peak is per CPU second of all threads, to match CPU-clock step times.
+    ``size`` overrides the square matrices' side (a quick check: smaller underestimates the peak).
     """
     dtype = dtype or (torch.float32 if device == "cpu" else torch.bfloat16)
     n, inner = (4096, 1) if device == "cpu" else (8192, 20)
+    n = size or n
     now = time.perf_counter if clock == "wall" else time.process_time
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")

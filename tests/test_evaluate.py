@@ -243,6 +243,28 @@ def test_finetune_learns_and_leaves_encoder_untouched():
 # ---- protocol runner ----------------------------------------------------------------------------
 
 
+def test_only_the_drawn_pool_rows_are_encoded(monkeypatch):
+    """kNN / linear at 2 shots x 2 draws encode the test set and at most 8 pool rows, not the 60-row pool,
+    and score exactly as with the whole pool encoded; semi still reads every pool row."""
+    from selfsup.evaluate import fewshot
+
+    enc = tiny_vit()
+    x, y = halves(60)
+    xt, yt = halves(30, seed=1)
+    encoded: list[int] = []
+    enc.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
+    kw = dict(encoder=enc, make_scratch_encoder=None, train_images=x, train_labels=y, test_images=xt, test_labels=yt,
+              num_classes=2, protocols=("knn", "linear"), baselines=(), shots=[2], seeds=(0, 1), task="halves")
+    recs = evaluate_few_label(**kw)
+    assert 30 < sum(encoded) <= 30 + 8
+    encoded.clear()
+    monkeypatch.setattr(fewshot, "WHOLE_POOL", {"knn", "linear"})
+    whole = evaluate_few_label(**kw)
+    assert sum(encoded) == 90
+    assert [r["mean"] for r in recs] == pytest.approx([r["mean"] for r in whole], abs=1e-6)
+    assert len(fewshot.drawn_rows(y, [("shots", 2)], (0, 1))) <= 8
+
+
 def test_evaluate_few_label_records_and_auroc(tmp_path):
     torch.manual_seed(0)
     enc = tiny_vit()

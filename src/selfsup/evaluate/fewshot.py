@@ -136,6 +136,16 @@ def budget_labels(labels: np.ndarray, kind: str, amount: float) -> int:
     return int(np.maximum(1, np.round(amount * counts)).sum())
 
 
+WHOLE_POOL = {"semi"}  # protocols that read the features of every pool sample, labelled or not
+
+
+def drawn_rows(labels: np.ndarray, budgets: Sequence[tuple[str, float]], seeds: Sequence[int]) -> np.ndarray:
+    """The sorted pool rows that some draw of ``budgets`` x ``seeds`` labels (``data.splits.sample_few``)."""
+    drawn = [sample_few(labels, seed=seed, **{"shots" if kind == "shots" else "fraction": amount})
+             for kind, amount in budgets for seed in seeds]
+    return np.unique(np.concatenate(drawn)).astype(np.int64) if drawn else np.empty(0, np.int64)
+
+
 def evaluate_few_label(
     *,
     encoder: nn.Module,
@@ -198,10 +208,18 @@ def evaluate_few_label(
     feats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     frozen_encs = {e for p, e in runs if p in FEATURES} - {MINIROCKET_FEATURES}
     if frozen_encs:
-        log(f"{task}: extracting features of {rows(train_images)} + {rows(test_images)} samples")
+        # only the pool rows some draw labels are encoded, unless a protocol reads the whole pool (semi)
+        used = None if WHOLE_POOL & set(protocols) else drawn_rows(train_labels, budgets, seeds)
+        n_pool = rows(train_images) if used is None else len(used)
+        log(f"{task}: extracting features of {n_pool} pool + {rows(test_images)} test samples"
+            + (f" (the {n_pool} of {rows(train_images)} pool samples the draws label)" if used is not None else ""))
         for name in frozen_encs - {"raw"}:
-            feats[name] = tuple(cached_features(models[name], x, feature_cache_dir, device=device)
-                                for x in (train_images, test_images))
+            pool = cached_features(models[name], train_images if used is None else take(train_images, used),
+                                   feature_cache_dir, device=device)
+            if used is not None:  # back to pool rows, so a draw's indices work unchanged; undrawn rows stay 0
+                pool, part = pool.new_zeros((rows(train_images), *pool.shape[1:])), pool
+                pool[torch.from_numpy(used)] = part
+            feats[name] = (pool, cached_features(models[name], test_images, feature_cache_dir, device=device))
         if "raw" in frozen_encs or "hybrid" in protocols:
             feats["raw"] = raw_pair(train_images, test_images, raw_max_side)
     for b in supervised:
