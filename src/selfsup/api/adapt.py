@@ -72,7 +72,6 @@ def adapt(
     idx = sample_few(y, seed=seed, **{"fraction" if k == "label_fraction" else k: v for k, v in budget.items()})
     tag = f"{shots}shot" if shots is not None else f"{100 * budget['label_fraction']:g}pct"
     out = Path(out) if out else runs.results_dir(run, log) / "classifiers" / f"{method}-{tag}-seed{seed}"
-    lock.hold(out)  # one writer per model folder
     log(f"adapting {runs.source_name(run)} with {method} on {len(idx)} labels of {src.name} ({budget_name(budget)}, "
         f"{len(names)} classes, seed {seed}); {skips.summary()}")
     r = recipe or ADAPT_RECIPES[method]
@@ -85,6 +84,7 @@ def adapt(
         check_disjoint(take(x, idx), [src.sample_id(keys[i]) for i in idx], test[0],
                        [test_src.sample_id(k) for k in test_keys], data, test_data,
                        content=MODALITIES[spec.modality].dedupe)
+    lock.hold(out)  # one writer per model folder; taken after the checks, so a refusal leaves no folder
     t0 = time.monotonic()
     model, info = adapt_classifier(encoder, take(x, idx), y[idx], len(names), method=method, recipe=r, seed=seed,
                                    lora_rank=lora_rank, lora_alpha=lora_alpha)
