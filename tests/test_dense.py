@@ -240,7 +240,10 @@ def test_evaluate_adapt_predict_detect(tmp_path):
     with pytest.raises(ValueError, match="also in the labelled pool"):
         evaluate_dense(enc, str(train), task="detect", train_data=str(train), recipe=recipe, log=lambda s: None)
     model = adapt_dense(enc, str(train), task="detect", image_size=32, recipe=recipe, out=tmp_path / "m",
-                        log=lambda s: None)
+                        test_data=str(test), log=lambda s: None)
+    assert (model / "figures" / "dense_examples.png").stat().st_size > 1000
+    meta = json.loads((model / "dense.json").read_text())
+    assert set(meta["test"]["per_class"]) == {"red", "green"} and 0 <= meta["test"]["map50"] <= 1
     summary = predict_dense(model, str(test), tmp_path / "preds.json", min_score=0.0, log=lambda s: None)
     res = json.loads((tmp_path / "preds.json").read_text())
     assert summary["images"] == 4 and res and {r["image_id"] for r in res} <= {10, 11, 12, 13}
@@ -263,7 +266,8 @@ def test_adapt_predict_segment_masks(tmp_path):
         Image.fromarray(masks[i].astype(np.uint8)).save(tmp_path / "seg" / "masks" / f"s{i}.png")
     model = adapt_dense(_encoder_file(tmp_path), str(tmp_path / "seg"), task="segment", head="linear",
                         image_size=32, recipe=DenseRecipe(max_steps=4, eval_every=2, lr_grid=(1.0,)),
-                        out=tmp_path / "m", log=lambda s: None)
+                        out=tmp_path / "m", test_data=str(tmp_path / "seg"), log=lambda s: None)
+    assert (model / "figures" / "dense_examples.png").is_file()
     predict_dense(model, str(tmp_path / "seg" / "images"), tmp_path / "pm", log=lambda s: None)
     out = sorted((tmp_path / "pm").glob("*.png"))
     assert len(out) == 4 and np.asarray(Image.open(out[0])).shape == (32, 32)

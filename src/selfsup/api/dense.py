@@ -21,6 +21,7 @@ from selfsup.encoders import build_encoder
 from selfsup.evaluate.dense import DEFAULT_FRACTION, METRICS, copier, evaluate_dense_protocols
 from selfsup.evaluate.records import format_table, merge_records, record
 from selfsup.evaluate.verdict import format_verdicts, verdicts
+from selfsup.interpret.dense import per_class_table
 
 DENSE_SIZE = 192  # default side of the square images dense heads read (NEU-DET is 200 px)
 TASKS = ("detect", "segment")
@@ -186,6 +187,8 @@ def adapt_dense(
                           class_names=pool.class_names if task == "detect" else None)
         s = score(model, test)
         meta["test"] = {k: v for k, v in s.items() if k != "main"}
+        _figures(model, test, out, log)
+        log(per_class_table(s["per_class"]))
         metrics = METRICS[task]
         recs = [record(f"{task}/{set_name(test_data)}", protocol, "ssl" if not runs.is_reference(run) else
                        "foundation", m, [s[m]], **({"shots": shots} if shots else {"label_fraction": label_fraction
@@ -198,6 +201,20 @@ def adapt_dense(
     (out / INFO_FILE).write_text(json.dumps(meta, indent=1) + "\n")
     log(f"saved the {task} model to {out} ({seconds:.0f} s)")
     return out
+
+
+def _figures(model: torch.nn.Module, test: DenseSet, out: Path, log: Log, n: int = 4) -> Path:
+    """``out/figures/dense_examples.png``: predictions beside the ground truth on the first ``n`` test images."""
+    from selfsup.interpret.dense import plot_detections, plot_masks
+
+    sub = test.subset(range(min(n, len(test))))
+    p = predict(model, sub.images)
+    png = plot_detections(sub, p) if test.task == "detect" else plot_masks(sub, p)
+    path = out / "figures" / "dense_examples.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    log(f"predictions beside the ground truth: {path}")
+    return path
 
 
 def load_dense(model_dir: str | Path) -> tuple[torch.nn.Module, dict]:
