@@ -60,3 +60,16 @@ def test_embed_two_processes_equal_one(tiny_run):
     assert one["features"].shape == (899, 32)
     assert (one["keys"] == two["keys"]).all() and (one["labels"] == two["labels"]).all()
     assert np.abs(one["features"] - two["features"]).max() <= 1e-4
+
+
+def test_progress_lines_say_rate_and_time_left(tiny_run):
+    from selfsup.encoders.inference import encode_images, progress_ticker
+
+    lines: list[str] = []
+    tick = progress_ticker(lines.append, every=0.0)
+    tick(10, 40)
+    assert lines and "10/40 samples" in lines[-1] and "/s" in lines[-1] and "left" in lines[-1]
+    progress_ticker(None)(1, 2)  # no log: silent
+    encoder, _, _ = runs.load_encoder(tiny_run[0])
+    out = encode_images(encoder, torch.zeros(5, 1, 8, 8, dtype=torch.uint8), batch_size=2, progress=lines.append)
+    assert out.shape == (5, 32)

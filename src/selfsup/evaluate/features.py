@@ -11,6 +11,7 @@ Inputs of every modality are accepted (``data.inputs``: a tensor, or a dict of t
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ def extract_features(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     precision: str = "auto",
+    progress: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """uint8 images (N, C, H, W) (or any modality's inputs, ``data.inputs``) -> pooled features (N, F),
     float32 on the CPU.
@@ -38,7 +40,7 @@ def extract_features(
     gradients; autocast of ``precision``); ``device`` defaults to the encoder's.
     """
     return encode_images(encoder, images, batch_size=batch_size, device=device,
-                         empty=(0, getattr(encoder, "num_features", 0)), precision=precision)
+                         empty=(0, getattr(encoder, "num_features", 0)), precision=precision, progress=progress)
 
 
 def sharded_features(encoder: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256,
@@ -76,14 +78,16 @@ def cached_features(
     cache_dir: str | Path | None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
-    """``extract_features`` memoised in ``cache_dir/features-<hash>.pt``; no caching when None."""
+    """``extract_features`` memoised in ``cache_dir/features-<hash>.pt``; no caching when None. The key
+    covers the weights and the inputs at their size, so each model and image size has its own entry."""
     if cache_dir is None:
-        return extract_features(encoder, images, batch_size, device)
+        return extract_features(encoder, images, batch_size, device, progress=progress)
     path = Path(cache_dir) / f"features-{fingerprint(encoder, images)}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
-    feats = extract_features(encoder, images, batch_size, device)
+    feats = extract_features(encoder, images, batch_size, device, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(feats, tmp)

@@ -215,11 +215,12 @@ def evaluate_few_label(
             + (f" (the {n_pool} of {rows(train_images)} pool samples the draws label)" if used is not None else ""))
         for name in frozen_encs - {"raw"}:
             pool = cached_features(models[name], train_images if used is None else take(train_images, used),
-                                   feature_cache_dir, device=device)
+                                   feature_cache_dir, device=device, progress=log)
             if used is not None:  # back to pool rows, so a draw's indices work unchanged; undrawn rows stay 0
                 pool, part = pool.new_zeros((rows(train_images), *pool.shape[1:])), pool
                 pool[torch.from_numpy(used)] = part
-            feats[name] = (pool, cached_features(models[name], test_images, feature_cache_dir, device=device))
+            feats[name] = (pool, cached_features(models[name], test_images, feature_cache_dir, device=device,
+                                                 progress=log))
         if "raw" in frozen_encs or "hybrid" in protocols:
             feats["raw"] = raw_pair(train_images, test_images, raw_max_side)
     for b in supervised:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -26,23 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from selfsup import distributed
+from selfsup.encoders.inference import progress_ticker
 from selfsup.evaluate.features import extract_features
-
-
-def _progress(log: Callable[[str], None] | None, every: float = 10.0) -> Callable[[int, int | None], None]:
-    """``tick(done, total)``: a line at most every ``every`` seconds with the rate and the time left."""
-    t0, last = time.monotonic(), [time.monotonic()]
-
-    def tick(done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if log is None or now - last[0] < every:
-            return
-        last[0] = now
-        rate = done / max(now - t0, 1e-9)
-        left = f", about {(total - done) / rate:.0f}s left" if total and rate > 0 else ""
-        log(f"encoded {done}{f'/{total}' if total else ''} samples ({rate:.0f}/s{left})")
-
-    return tick
 
 
 def embed_source(encoder: nn.Module, src: Any, batch_fn: Callable[[dict], Any], *, batch_size: int = 256,
@@ -67,7 +51,7 @@ def embed_source(encoder: nn.Module, src: Any, batch_fn: Callable[[dict], Any], 
         block = distributed.shard_range(total, rank, world)
         ds = Subset(ds, list(block))
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=partial(collate, spec=src.spec))
-    parts, seen, tick = [], 0, _progress(log if rank == 0 else None)
+    parts, seen, tick = [], 0, progress_ticker(log if rank == 0 else None)
     for i, batch in enumerate(loader):
         if not indexed and max_samples is not None and seen >= max_samples:
             break
