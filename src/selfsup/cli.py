@@ -143,6 +143,8 @@ def evaluate(
     image_size: Annotated[int | None, typer.Option(help="detect/segment: image side (default 192)")] = None,
     head: Annotated[str, typer.Option(help="segment: fpn (light decoder) or linear (1x1 on patch features)")]
     = "fpn",
+    max_steps: Annotated[int | None, typer.Option(help="detect/segment: cap on training steps per model "
+                                                  "(default 400; early stopping usually ends sooner)")] = None,
 ) -> None:
     """Few-label evaluation (kNN, linear probe, fine-tune) beside baselines given the same care, and the verdict.
 
@@ -154,12 +156,14 @@ def evaluate(
 
     if task != "classify":
         from selfsup.api.dense import evaluate_dense
+        from selfsup.dense.train import DenseRecipe
 
         records = evaluate_dense(
             run, data, task=task, train_data=train_data, protocols=_csv(protocol) or ["linear", "finetune"],
             baselines=None if baselines is None else _csv([baselines]) or [], shots=_csv(shots, int),
             label_fractions=_csv(label_fraction, float), seeds=min(seeds, finetune_seeds), image_size=image_size,
-            head=head, foundation=foundation, max_samples=max_samples, log=_log_for(as_json))
+            head=head, foundation=foundation, max_samples=max_samples, log=_log_for(as_json),
+            recipe=None if max_steps is None else DenseRecipe(max_steps=max_steps))
         _emit(records, as_json)
         return
     job = api.evaluate_curve if curve else api.evaluate
@@ -212,8 +216,11 @@ def adapt(
 
     if task != "classify":
         from selfsup.api.dense import adapt_dense
+        from selfsup.dense.train import DenseRecipe
 
+        changes = {k: v for k, v in {"max_steps": max_steps, "lr": lr}.items() if v is not None}
         model_dir = adapt_dense(run, data, task=task, shots=shots, label_fraction=label_fraction,
+                                recipe=DenseRecipe(**changes),
                                 protocol="linear" if method == "linear" else "finetune", head=head,
                                 image_size=image_size, seed=seed, test_data=test_data, max_samples=max_samples,
                                 out=out, log=_log_for(as_json))

@@ -42,8 +42,8 @@ class DenseRecipe:
     batch_size: int = 16
     weight_decay: float = 1e-4
     eval_every: int = 25
-    patience: int = 4
-    max_steps: int = 600
+    patience: int = 3
+    max_steps: int = 400
     val_fraction: float = 0.2
     flip: bool = True
 
