@@ -73,3 +73,17 @@ def test_progress_lines_say_rate_and_time_left(tiny_run):
     encoder, _, _ = runs.load_encoder(tiny_run[0])
     out = encode_images(encoder, torch.zeros(5, 1, 8, 8, dtype=torch.uint8), batch_size=2, progress=lines.append)
     assert out.shape == (5, 32)
+
+
+@pytest.mark.slow
+def test_evaluation_features_over_two_processes_equal_one(tiny_run):
+    """`evaluate --devices 2`'s feature extraction (evaluate.spread.spread_features): 2 gloo processes,
+    rows in order, equal to one process; the caller's encoder is left where it was."""
+    from selfsup.evaluate.spread import spread_features
+
+    encoder, _, _ = runs.load_encoder(tiny_run[0])
+    x = torch.randint(0, 256, (13, 1, 8, 8), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    two = spread_features(encoder, x, devices=2, batch_size=4)
+    assert two.shape == (13, 32)
+    assert torch.allclose(two, extract_features(encoder, x), atol=1e-5)
+    assert torch.allclose(spread_features(encoder, x, devices=1), two, atol=1e-5)

@@ -139,6 +139,8 @@ def evaluate(
         help="also measure this public model (" + MODEL_REF + ") under the same protocols and tuning, reading the "
         "images at its own image size: records with encoder 'foundation' and the verdict ssl vs foundation")] = None,
     device: DeviceOption = "auto",
+    devices: Annotated[int, typer.Option(help="processes that extract the features (gloo on the CPU, one GPU "
+                                         "each on CUDA); the same numbers as one")] = 1,
     task: Annotated[str, typer.Option(help=TASK_HELP)] = "classify",
     image_size: Annotated[int | None, typer.Option(help="detect/segment: image side (default 192)")] = None,
     head: Annotated[str, typer.Option(help="segment: fpn (light decoder) or linear (1x1 on patch features)")]
@@ -172,7 +174,7 @@ def evaluate(
         baselines=None if baselines is None else _csv([baselines]) or [],
         shots=_csv(shots, int), label_fractions=_csv(label_fraction, float),
         seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, max_samples=max_samples,
-        foundation=foundation, device=device, log=_log_for(as_json),
+        foundation=foundation, device=device, devices=devices, log=_log_for(as_json),
     )
     _emit(records, as_json)
 

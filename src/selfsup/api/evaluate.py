@@ -55,6 +55,7 @@ def evaluate(
     foundation: str | Path | None = None,
     out: str | Path | None = None,
     device: str = "auto",
+    devices: int = 1,
     log: Log = say,
 ) -> list[dict]:
     """Few-label evaluation of a run's encoder beside the ``baselines``, with the verdict.
@@ -76,7 +77,8 @@ def evaluate(
     "foundation" and go to ``out`` (default ``runs/<model>-<time>/``, ``runs.results_dir``).
 
     ``device`` (``hardware.resolve_device``; "auto" = the accelerator when present): where the encoders
-    (SSL, scratch, foundation) run, for feature extraction and fine-tuning alike.
+    (SSL, scratch, foundation) run, for feature extraction and fine-tuning alike; ``devices`` > 1
+    extracts image features with that many processes (``evaluate.spread``), the same numbers as one.
     """
     primary = "foundation" if runs.is_reference(run) else "ssl"
     if primary == "foundation" and foundation is not None:
@@ -144,7 +146,7 @@ def evaluate(
         baselines=tuple(baselines), supervised=supervised, shots=list(shots) if shots else None,
         label_fractions=list(label_fractions) if label_fractions else None, seeds=tuple(range(seeds)),
         finetune_seeds=finetune_seeds, task=test_src.name, recipe=recipe, feature_cache_dir=out_dir / runs.CACHE,
-        foundation=found, progress=log,
+        foundation=found, progress=log, devices=devices,
     )
     for r in recs:
         if primary == "foundation" and r["encoder"] == "ssl":
@@ -372,6 +374,7 @@ def evaluate_curve(
     recipe: FinetuneRecipe | None = None,
     foundation: str | Path | None = None,
     device: str = "auto",
+    devices: int = 1,
     log: Log = say,
 ) -> list[dict]:
     """The label-efficiency curve: ``evaluate`` at several budgets, plotted to ``RUN/figures``.
@@ -392,7 +395,7 @@ def evaluate_curve(
     recs = evaluate(run, data, protocols=protocols, baselines=baselines, shots=shots, label_fractions=label_fractions,
                     seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, test_fraction=test_fraction,
                     max_samples=max_samples, recipe=recipe, foundation=foundation, out=out, device=device,
-                    log=log)
+                    devices=devices, log=log)
     png = plot_label_efficiency(recs)
     if png is None:
         log("no curve drawn: it needs at least two budgets of one kind (shots or fractions)")

@@ -79,15 +79,25 @@ def cached_features(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
+    devices: int = 1,
 ) -> torch.Tensor:
     """``extract_features`` memoised in ``cache_dir/features-<hash>.pt``; no caching when None. The key
-    covers the weights and the inputs at their size, so each model and image size has its own entry."""
-    if cache_dir is None:
+    covers the weights and the inputs at their size, so each model and image size has its own entry.
+    ``devices`` > 1 encodes images with that many processes (``evaluate.spread.spread_features``)."""
+
+    def extract() -> torch.Tensor:
+        if devices > 1 and is_images(as_inputs(images)):
+            from selfsup.evaluate.spread import spread_features  # noqa: PLC0415 (it builds on this module)
+
+            return spread_features(encoder, images, devices, batch_size, device)
         return extract_features(encoder, images, batch_size, device, progress=progress)
+
+    if cache_dir is None:
+        return extract()
     path = Path(cache_dir) / f"features-{fingerprint(encoder, images)}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
-    feats = extract_features(encoder, images, batch_size, device, progress=progress)
+    feats = extract()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(feats, tmp)

@@ -169,6 +169,7 @@ def evaluate_few_label(
     raw_max_side: int | None = 64,
     device: str | torch.device | None = None,
     progress: Callable[[str], None] | None = None,
+    devices: int = 1,
 ) -> list[dict]:
     """Records (see ``records.record``) for every budget x protocol x encoder x metric.
 
@@ -184,6 +185,7 @@ def evaluate_few_label(
     chosen for that encoder (``chosen``) and how (``selection``). Features of the pretrained
     encoders are cached in ``feature_cache_dir``; raw pixels are area-averaged to at most
     ``raw_max_side``. ``progress`` gets the plan and its cost estimate first, then one line per run.
+    ``devices`` > 1 extracts image features with that many processes (``evaluate.spread``).
     """
     runs = plan(protocols, baselines, scratch=make_scratch_encoder is not None, foundation=foundation is not None,
                 supervised=[b.name for b in supervised])
@@ -215,12 +217,12 @@ def evaluate_few_label(
             + (f" (the {n_pool} of {rows(train_images)} pool samples the draws label)" if used is not None else ""))
         for name in frozen_encs - {"raw"}:
             pool = cached_features(models[name], train_images if used is None else take(train_images, used),
-                                   feature_cache_dir, device=device, progress=log)
+                                   feature_cache_dir, device=device, progress=log, devices=devices)
             if used is not None:  # back to pool rows, so a draw's indices work unchanged; undrawn rows stay 0
                 pool, part = pool.new_zeros((rows(train_images), *pool.shape[1:])), pool
                 pool[torch.from_numpy(used)] = part
             feats[name] = (pool, cached_features(models[name], test_images, feature_cache_dir, device=device,
-                                                 progress=log))
+                                                 progress=log, devices=devices))
         if "raw" in frozen_encs or "hybrid" in protocols:
             feats["raw"] = raw_pair(train_images, test_images, raw_max_side)
     for b in supervised:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from copy import deepcopy
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from selfsup import distributed
-from selfsup.encoders.inference import progress_ticker
-from selfsup.evaluate.features import extract_features
+from selfsup.data.spec import as_tensor
+from selfsup.encoders.inference import module_device, progress_ticker
+from selfsup.evaluate.features import extract_features, sharded_features
 
 
 def embed_source(encoder: nn.Module, src: Any, batch_fn: Callable[[dict], Any], *, batch_size: int = 256,
@@ -73,6 +75,25 @@ def embed_source(encoder: nn.Module, src: Any, batch_fn: Callable[[dict], Any], 
     return out
 
 
+def _features_job(device: str, encoder: nn.Module, images: Any, batch_size: int) -> dict:
+    """One rank of ``spread_features``: its block encoded on ``device``, all blocks gathered in order."""
+    return {"features": sharded_features(encoder.to(device), images, batch_size, device)}
+
+
+def spread_features(encoder: nn.Module, images: Any, devices: int = 1, batch_size: int = 256,
+                    device: str | torch.device | None = None) -> torch.Tensor:
+    """``extract_features`` of in-memory inputs (N, ...) -> (N, F) float32 on the CPU, with ``devices`` local
+    processes each encoding a contiguous block (``spawn_local``; gloo on the CPU, NCCL on GPUs), in order.
+    One device, or a process that already is a rank of a group: ``features.sharded_features`` here."""
+    device = str(device if device is not None else module_device(encoder))
+    if distributed.is_initialized():
+        return sharded_features(encoder, images, batch_size, device)
+    if devices <= 1:
+        return extract_features(encoder, images, batch_size, device)
+    copy = deepcopy(encoder).cpu()  # the caller's encoder stays where it is
+    return spawn_local(_features_job, devices, copy, as_tensor(images), batch_size, device=device)["features"]
+
+
 def _worker(rank: int, world: int, folder: str, fn: Callable[..., dict], args: tuple, cuda: bool) -> None:
     """One of ``spawn_local``'s processes: join the group, run ``fn(device, *args)``, rank 0 saves the result."""
     if cuda:
@@ -101,4 +122,4 @@ def spawn_local(fn: Callable[..., dict], devices: int, *args: Any, device: str =
         return torch.load(Path(folder) / "result.pt", map_location="cpu", weights_only=True)
 
 
-__all__ = ["embed_source", "spawn_local"]
+__all__ = ["embed_source", "spawn_local", "spread_features"]
