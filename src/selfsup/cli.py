@@ -512,6 +512,12 @@ def main() -> None:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
+    except BaseException as e:  # noqa: BLE001 - Lightning's SIGTERMException: the checkpoint is saved
+        if type(e).__name__ != "SIGTERMException":
+            raise
+        print("stopped by SIGTERM; the step reached is checkpointed: continue with the same command and --resume",
+              file=sys.stderr)
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,11 @@ from selfsup.encoders.sizing import default_vit, encoder_width, on_gpu, resolve_
 from selfsup.evaluate.fewshot import DEFAULT_FINETUNE_SEEDS, DEFAULT_SEEDS
 from selfsup.evaluate.records import PRETRAIN_METRICS, merge_records, record
 from selfsup.hardware import lightning_device
-from selfsup.methods import build_method, method_class
+from selfsup.methods import STRUCTURED, build_method, method_class
 from selfsup.methods.warmstart import WarmStart, apply_warm_start, read_warm_start, warm_start_options
 from selfsup.train.config import CONTINUE_DEFAULTS
+
+SMALL_STRUCTURED = 10_000  # a table or set of series below this many samples loads with no DataLoader workers
 
 
 def _open(cfg: RunConfig):
@@ -242,6 +244,9 @@ def pretrain(
             log(f"batch size {b} (not {cfg.train.batch_size}): {tokens} tokens per row; "
                 "set train.batch_size to change it")
             cfg.train.batch_size = b
+    if (spec.modality in STRUCTURED and "num_workers" not in cfg.data.model_fields_set
+            and source.num_samples is not None and source.num_samples < SMALL_STRUCTURED):
+        cfg.data.num_workers = 0  # rows already in memory: a worker process costs more than it saves
     for k, v in spec.reader_options().items():  # images: the size and channels a resumed run reads again
         if k in DataConfig.model_fields:
             setattr(cfg.data, k, v)
@@ -280,8 +285,10 @@ def pretrain(
         return run_dir
     runs.save_encoder(model, cfg, spec, run_dir, best=guard.best_state if guard is not None else None)
     hist = module.loss_history
-    tail = [v for _, v in hist[-max(1, len(hist) // 10):]] or [float("nan")]
-    measured = {"final_loss": float(np.mean(tail)), "steps": float(module.global_step), "seconds": module.elapsed,
+    final = module.final_loss  # mean of the last train.log_every steps' losses
+    if not np.isfinite(final):  # no step ran in this session (a resume at its end): the history's last points
+        final = float(np.mean([v for _, v in hist[-max(1, len(hist) // 10):]] or [float("nan")]))
+    measured = {"final_loss": final, "steps": float(module.global_step), "seconds": module.elapsed,
                 "images_per_s": module.images_seen / max(module.elapsed, 1e-9),
                 "skipped_samples": float(module.n_skipped), "nonfinite_steps": float(module.bad_steps)}
     origin = {"init": cfg.init} if cfg.init else {}
@@ -294,7 +301,8 @@ def pretrain(
     skips = SkipCounter()
     skips.add(module.skipped_examples)
     skipped = f"; {skips.summary(total=module.n_skipped)}" if module.n_skipped else ""
-    log(f"done: {module.global_step} steps in {module.elapsed:.0f}s, final loss {np.mean(tail):.4f}{skipped}")
+    log(f"done: {module.global_step} steps in {module.elapsed:.0f}s, final loss {final:.4f} (mean of the last "
+        f"{len(module.recent) or 'logged'} steps){skipped}")
     if guard is not None and guard.history:
         first, last = guard.history[0], guard.history[-1]
         log(guard.stopped or f"monitor: kNN top-1 {first[1]:.4f} at step {first[0]}, best {guard.best_score:.4f} at "

@@ -13,6 +13,7 @@ position, so the loader restarts at the next unseen sample (see ``data/sources/s
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -86,7 +87,9 @@ class PretrainModule(L.LightningModule):
         self.bad_in_row = 0
         self.n_skipped = 0  # this rank's share; checkpoints and the end of training hold the sum over ranks
         self.skipped_examples: list[str] = []
-        self.loss_history: list[tuple[int, float]] = []
+        self.loss_history: list[tuple[int, float]] = []  # (step, loss) every log_every steps and the last step
+        self.recent: collections.deque[float] = collections.deque(maxlen=max(1, cfg.log_every))  # the last steps
+        self.last_step_loss: tuple[int, float] | None = None
         self.batches_seen = 0  # batches drawn, bad or empty ones included: the RNG and data clock
         self.positions: dict[int, tuple[int, int, int]] = {}  # data reader -> (readers, epoch, count)
         self.train_loader: torch.utils.data.DataLoader | None = None
@@ -134,9 +137,17 @@ class PretrainModule(L.LightningModule):
             if k != "loss" and isinstance(v, torch.Tensor) and v.ndim == 0:
                 self.log(f"train/{k}", v.detach().float(), batch_size=bs)
         self.log("train/lr", self.optimizers().param_groups[-1]["lr"], batch_size=bs)  # the top layer's
-        if batch_idx % max(1, self.cfg.log_every) == 0:
-            self.loss_history.append((self.global_step, float(loss.detach())))
+        value = float(loss.detach())
+        self.recent.append(value)
+        self.last_step_loss = (self.global_step, value)
+        if self.global_step % max(1, self.cfg.log_every) == 0:
+            self.loss_history.append((self.global_step, value))
         return loss
+
+    @property
+    def final_loss(self) -> float:
+        """Mean training loss of the last ``log_every`` good steps (of this session; NaN when none ran)."""
+        return float(sum(self.recent) / len(self.recent)) if self.recent else math.nan
 
     def _skip(self) -> torch.Tensor:
         """A zero loss that touches every trainable parameter; the update is then dropped.
@@ -180,6 +191,9 @@ class PretrainModule(L.LightningModule):
                 self.total_steps = int(estimate)
 
     def on_train_end(self) -> None:
+        last = self.last_step_loss
+        if last is not None and (not self.loss_history or self.loss_history[-1][0] != last[0]):
+            self.loss_history.append(last)  # the history always ends at the last step
         self.n_skipped = int(distributed.sum_over_ranks(self.n_skipped))
         self.images_seen = int(distributed.sum_over_ranks(self.images_seen))
         hook = getattr(self.method, "on_train_end", None)
@@ -339,6 +353,14 @@ class StepCheckpoint(Callback):
         if trainer.global_step != self.saved_step:
             self.save(trainer, module)
 
+    def on_exception(self, trainer: L.Trainer, module: PretrainModule, exception: BaseException) -> None:
+        """SIGTERM (a scheduler's or a user's stop): save the step reached before exiting, so a resume
+        continues from here and not from the last periodic checkpoint."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and trainer.global_step not in (0, self.saved_step):
+            self.save(trainer, module)
+
 
 class Snapshots(Callback):
     """Calls ``save(name)`` once training time (the module's ``elapsed``, as ``Clock`` sets it, placed
@@ -356,21 +378,42 @@ class Snapshots(Callback):
                 self.save(name)
 
 
-class LineProgress(Callback):
-    """Plain progress lines for logs and pipes, where a live progress bar would spam."""
+RATE_UNITS = {"image": "img/s", "table": "rows/s", "series": "series/s"}  # samples/s otherwise
 
-    def __init__(self, every_s: float = 15.0):
+
+class LineProgress(Callback):
+    """Plain progress lines for logs and pipes, where a live progress bar would spam.
+
+    A run of fixed length shows ``step S/T`` (S never above T); a budget run shows the step and
+    the time spent of its budget instead of the schedule's estimate of the last step, which the
+    clock re-sizes as it measures. The rate is in the data's unit (img/s, rows/s, series/s,
+    samples/s); under ``train.clock=cpu`` the time is labelled as CPU seconds.
+    """
+
+    def __init__(self, every_s: float = 15.0, budget_s: float | None = None, clock: str = "wall"):
         self.every_s, self.last = every_s, 0.0
+        self.budget_s, self.clock = budget_s, clock
+
+    def line(self, step: int, module: PretrainModule, loss: float) -> str:
+        if self.budget_s is None and module.total_steps:
+            where = f"step {min(step, module.total_steps)}/{module.total_steps}"
+        else:
+            where = f"step {step}"
+        modality = getattr(getattr(module.method, "encoder", None), "modality", None) or getattr(
+            getattr(module.method, "spec", None), "modality", None)
+        unit = RATE_UNITS.get(modality or "", "samples/s")
+        rate = module.images_seen / max(module.elapsed, 1e-9)
+        kind = " CPU" if self.clock == "cpu" else ""
+        spent = f"{module.elapsed:.0f}s{kind}" + (f" of {self.budget_s:.0f}s{kind}" if self.budget_s else "")
+        return f"{where}  loss {loss:.4f}  {rate:.0f} {unit}  {spent}"
 
     def on_train_batch_end(self, trainer: L.Trainer, module: PretrainModule, *args: Any) -> None:
         now = time.monotonic()
         if now - self.last >= self.every_s and trainer.is_global_zero:
             self.last = now
             loss = trainer.callback_metrics.get("train/loss")
-            total = f"/{module.total_steps}" if module.total_steps else ""
-            rate = module.images_seen / max(module.elapsed, 1e-9)
-            print(f"step {trainer.global_step}{total}  loss {float(loss) if loss is not None else math.nan:.4f}  "
-                  f"{rate:.0f} img/s  {module.elapsed:.0f}s", file=sys.stderr, flush=True)
+            print(self.line(trainer.global_step, module, float(loss) if loss is not None else math.nan),
+                  file=sys.stderr, flush=True)
 
 
 def resolve_accelerator(accelerator: str, strategy: str) -> str:
@@ -379,6 +422,19 @@ def resolve_accelerator(accelerator: str, strategy: str) -> str:
     if accelerator == "auto" and strategy.startswith("fsdp") and torch.cuda.is_available():
         return "gpu"
     return accelerator
+
+
+def keep_csv_log(folder: Path) -> Path | None:
+    """A resumed run's CSV log is kept: Lightning's CSVLogger would delete ``logs/csv/metrics.csv``
+    ("Previous log files in this directory will be deleted"), so an earlier session's log moves to
+    ``logs/csv-1/`` (then ``csv-2/``...) first. Returns where it went (None: nothing to keep)."""
+    if not distributed.is_global_zero() or not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    n = 1
+    while (target := folder.with_name(f"{folder.name}-{n}")).exists():
+        n += 1
+    os.replace(folder, target)
+    return target
 
 
 def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Callback] | None = None,
@@ -394,8 +450,9 @@ def build_trainer(cfg: TrainConfig, run_dir: Path, *, extra_callbacks: list[Call
     # the clock first: it sets the module's elapsed time that the checkpoint callback reads
     callbacks: list[Callback] = [clock, *(guards or []),
                                  StepCheckpoint(run_dir / "checkpoints", cfg.ckpt_every, ckpt_seconds(cfg))]
-    callbacks.append(RichProgressBar() if progress else LineProgress())
+    callbacks.append(RichProgressBar() if progress else LineProgress(budget_s=budget, clock=cfg.clock))
     callbacks += extra_callbacks or []
+    keep_csv_log(run_dir / "logs" / "csv")
     loggers = [
         TensorBoardLogger(run_dir / "logs", name="tensorboard", version=""),
         CSVLogger(run_dir / "logs", name="csv", version=""),
