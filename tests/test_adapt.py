@@ -265,7 +265,7 @@ def test_cli_adapt_then_predict_csv(tiny_run, tmp_path):
     runner = CliRunner()
     model_dir = tmp_path / "lora"
     res = runner.invoke(app, ["adapt", str(run), "--data", str(root / "train.npz"), "--shots", "5",
-                              "--method", "lora", "--max-steps", "20", "--out", str(model_dir), "--no-merge",
+                              "--protocol", "lora", "--max-steps", "20", "--out", str(model_dir), "--no-merge",
                               "--test-data", str(root / "test.npz"), "--json"])
     assert res.exit_code == 0, res.output
     recs = json.loads(res.output.strip().splitlines()[-1])
@@ -338,3 +338,17 @@ def test_evaluate_curve_cli_writes_every_protocol_and_budget(tiny_run, monkeypat
     assert len(load_records(run / "metrics.json")) >= len(recs)
     png = (run / "figures" / "label_efficiency.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def test_adapt_method_is_a_deprecated_spelling_of_protocol(tiny_run, tmp_path):
+    """`--method` is the pretraining objective everywhere else; adapt calls its mode `--protocol`
+    and still takes `--method` for one release, with a warning."""
+    run, root = tiny_run
+    from selfsup.cli import app
+
+    res = CliRunner().invoke(app, ["adapt", str(run), "--data", str(root / "train.npz"), "--method", "bogus"])
+    assert "deprecated" in res.output and "--protocol" in res.output
+    assert isinstance(res.exception, ValueError) and "unknown --protocol 'bogus'" in str(res.exception)
+    assert "--method" not in CliRunner().invoke(app, ["adapt", "--help"]).output  # hidden
+    with pytest.warns(DeprecationWarning, match="protocol"), pytest.raises(ValueError):
+        api.adapt(run, str(root / "train.npz"), shots=1, label_fraction=0.5, method="lora")

@@ -270,3 +270,16 @@ def test_patch_forecaster_head_learns_a_sinusoid():
     before = [p.clone() for p in enc.parameters()]
     train_forecaster(frozen, x[:64], y[:64], steps=2, freeze_encoder=True)
     assert all(torch.equal(a, b) for a, b in zip(before, enc.parameters(), strict=True))
+
+
+def test_forecast_fine_tuning_reports_progress():
+    """A long fine-tune is not silent (it printed nothing for 37 minutes): a line per validation check,
+    at most every ``every_s`` seconds."""
+    torch.manual_seed(0)
+    v = sinusoids(600)
+    x, y = forecast_windows(v, 0, 450, 48, 24)
+    said: list[str] = []
+    model = PatchForecaster(build_encoder(TINY, InputSpec(modality="series", channels=2, series_length=48)), 48, 24)
+    train_forecaster(model, x, y, steps=30, batch_size=16, val=(x[:20], y[:20]), eval_every=10, progress=said.append,
+                     every_s=0.0)
+    assert len(said) == 3 and said[0].strip().startswith("step 10 (at most 30)") and "validation mse" in said[0]

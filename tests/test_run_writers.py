@@ -193,3 +193,20 @@ def test_embed_evaluate_and_anomaly_report_skipped_inputs(run, tmp_path):
     said.clear()
     api.anomaly_fit(None, str(data / "left"), out=tmp_path / "bank", image_size=8, log=said.append)
     assert any("skipped 3 samples (" in m for m in said), said
+
+
+# ---- also seen: evaluating another weights file of a run -----------------------------------------
+
+
+def test_evaluating_encoder_last_records_its_weights_beside_the_runs_own(run, tmp_path):
+    import shutil
+
+    last = run / "encoder-last.safetensors"
+    shutil.copy(run / "encoder.safetensors", last)
+    said: list[str] = []
+    api.evaluate(run, "digits:test", protocols=["knn"], shots=[1], seeds=1, max_samples=60, log=said.append)
+    header = next(m for m in said if m.startswith("evaluating "))
+    assert "baselines raw" in header and "scratch" not in header  # scratch is fine-tuned only, never under knn
+    api.evaluate(last, "digits:test", protocols=["knn"], shots=[1], seeds=1, max_samples=60, log=said.append)
+    knn = [r for r in load_records(run / "metrics.json") if r.get("protocol") == "knn" and r["encoder"] == "ssl"]
+    assert {r.get("weights") for r in knn} == {None, "encoder-last.safetensors"}  # both kept, each says which

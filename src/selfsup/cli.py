@@ -185,7 +185,9 @@ def adapt(
     data: Annotated[str, typer.Option(help="labelled data to draw the few labels from")],
     shots: Annotated[int | None, typer.Option(help="labels per class")] = None,
     label_fraction: Annotated[float | None, typer.Option(help="stratified fraction of the labels")] = None,
-    method: Annotated[str, typer.Option(help="finetune (layer-wise lr decay) or lora (adapters)")] = "finetune",
+    protocol: Annotated[str, typer.Option(
+        help="finetune (layer-wise lr decay) or lora (adapters); detect/segment: finetune or linear")] = "finetune",
+    method: Annotated[str | None, typer.Option(hidden=True, help="deprecated spelling of --protocol")] = None,
     out: Annotated[Path | None, typer.Option(help="model folder (default RUN/classifiers/...; for a public model "
                                             "runs/<model>-<time>/classifiers/...)")] = None,
     seed: Annotated[int, typer.Option(help="draws the labels, the held-out part and the training order")] = 0,
@@ -207,7 +209,7 @@ def adapt(
 ) -> None:
     """Train a classifier (or detector / segmenter) from the run's encoder on few labels; saves a model folder.
 
-    Example: selfsup adapt runs/mae --data train/ --shots 5 --method lora --out models/lora5 --test-data test/
+    Example: selfsup adapt runs/mae --data train/ --shots 5 --protocol lora --out models/lora5 --test-data test/
     (boxes: --task detect --data train.json --label-fraction 0.1 --out models/det)
     """
     from dataclasses import replace
@@ -216,6 +218,10 @@ def adapt(
     from selfsup.adapt import ADAPT_RECIPES
     from selfsup.evaluate.records import load_records
 
+    if method is not None:  # --method means the pretraining objective everywhere else
+        print("warning: `adapt --method` is deprecated and will be removed in the next release; use --protocol",
+              file=sys.stderr, flush=True)
+        protocol = method
     if task != "classify":
         from selfsup.api.dense import adapt_dense
         from selfsup.dense.train import DenseRecipe
@@ -223,16 +229,16 @@ def adapt(
         changes = {k: v for k, v in {"max_steps": max_steps, "lr": lr}.items() if v is not None}
         model_dir = adapt_dense(run, data, task=task, shots=shots, label_fraction=label_fraction,
                                 recipe=DenseRecipe(**changes),
-                                protocol="linear" if method == "linear" else "finetune", head=head,
+                                protocol="linear" if protocol == "linear" else "finetune", head=head,
                                 image_size=image_size, seed=seed, test_data=test_data, max_samples=max_samples,
                                 out=out, log=_log_for(as_json))
         _emit(load_records(model_dir / "metrics.json"), as_json)
         return
-    if method not in ADAPT_RECIPES:
-        raise ValueError(f"unknown --method {method!r}; choose from {', '.join(ADAPT_RECIPES)}")
+    if protocol not in ADAPT_RECIPES:
+        raise ValueError(f"unknown --protocol {protocol!r}; choose from {', '.join(ADAPT_RECIPES)}")
     changes = {k: v for k, v in {"max_steps": max_steps, "lr": lr}.items() if v is not None}
-    recipe = replace(ADAPT_RECIPES[method], **changes) if changes else None
-    model_dir = api.adapt(run, data, shots=shots, label_fraction=label_fraction, method=method, out=out, seed=seed,
+    recipe = replace(ADAPT_RECIPES[protocol], **changes) if changes else None
+    model_dir = api.adapt(run, data, shots=shots, label_fraction=label_fraction, protocol=protocol, out=out, seed=seed,
                           val_fraction=val_fraction, recipe=recipe, lora_rank=rank, lora_alpha=alpha, merge=merge,
                           max_samples=max_samples, test_data=test_data, device=device, log=_log_for(as_json))
     _emit(load_records(model_dir / "metrics.json"), as_json)
@@ -496,15 +502,13 @@ def resume_alone(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    from selfsup.config import ConfigError
-    from selfsup.train.heap import keep_freed_memory
+    from selfsup.train.heap import keep_freed_memory  # no torch: `selfsup --help` imports nothing heavy
 
     keep_freed_memory()  # this process's own setting: about 2 % faster CPU training steps (train/heap.py)
 
     try:
         app(args=resume_alone(sys.argv[1:]), prog_name="selfsup")
-    except (ConfigError, ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:  # config.ConfigError is a ValueError
         if os.environ.get("SELFSUP_DEBUG") or (
             isinstance(e, RuntimeError) and type(e).__name__ != "NonFiniteLossError"
         ):

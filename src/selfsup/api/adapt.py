@@ -4,6 +4,7 @@ predict``). Orchestration only: the training lives in ``selfsup.adapt``."""
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 from selfsup import lock, runs
@@ -23,7 +24,7 @@ def adapt(
     *,
     shots: int | None = None,
     label_fraction: float | None = None,
-    method: str = "finetune",
+    protocol: str = "finetune",
     out: str | Path | None = None,
     seed: int = 0,
     val_fraction: float | None = None,
@@ -35,19 +36,22 @@ def adapt(
     test_data: str | None = None,
     device: str = "auto",
     log: Log = say,
+    method: str | None = None,
 ) -> Path:
     """Train a classifier from a run's encoder on few labels of ``data``; returns the model folder.
+
+    ``method`` is the deprecated name of ``protocol`` (kept for one release, with a warning).
 
     ``shots`` labels per class or a stratified ``label_fraction`` (all labels when neither) are
     drawn from ``data`` with ``seed``; ``val_fraction`` of them (default the recipe's, at least
     one per class that has two) is held out to choose the learning rate and the training length,
     then the classifier is re-trained on all of them (``adapt.tune.fit_tuned``). The held-out score
     is a *selection* score: it chose the recipe, so it is not a test score. ``test_data``, data
-    that shares no sample with ``data``, gives a test score. ``method`` "finetune" (layer-wise lr
+    that shares no sample with ``data``, gives a test score. ``protocol`` "finetune" (layer-wise lr
     decay 0.75) or "lora" (rank ``lora_rank`` adapters on the attention projections, merged into
     the weights when saving unless ``merge`` is False). Writes ``classifier.safetensors``,
     ``classifier.json`` and ``metrics.json`` to ``out`` (default
-    ``RUN/classifiers/<method>-<budget>-seed<seed>``). The encoder trains on ``device``
+    ``RUN/classifiers/<protocol>-<budget>-seed<seed>``). The encoder trains on ``device``
     (``hardware.resolve_device``: "auto" = the accelerator when present).
     """
     from dataclasses import replace
@@ -58,6 +62,10 @@ def adapt(
     from selfsup.evaluate.metrics import scores_metrics
     from selfsup.evaluate.records import budget as budget_name
 
+    if method is not None:
+        warnings.warn("adapt(method=...) is deprecated; use protocol=...", DeprecationWarning, stacklevel=2)
+        protocol = method
+    method = protocol  # the records' and the folder's name for it
     if shots is not None and label_fraction is not None:
         raise ValueError("give --shots or --label-fraction, not both")
     encoder, spec, enc_cfg = runs.load_encoder(run, device=device)
@@ -101,6 +109,7 @@ def adapt(
         info["test"] = {"data": test_data, "n": len(test[1]), **scores}
         recs += [record(src.name, method, who, m, [v], **common, n_test=len(test[1]), split=f"test: {test_data}")
                  for m, v in scores.items()]
+    lock.hold(out)  # one writer per model folder (taken here: a refused run leaves no folder behind)
     save_classifier(model, out, spec=spec, encoder_config=enc_cfg, class_names=names, merge=merge, info=info)
     merge_records(out / "metrics.json", recs)
     chose = f"lr {info['lr']:.3g} and {info['epochs']:.1f} epochs chosen by {info['selection']}"

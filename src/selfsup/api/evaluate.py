@@ -31,6 +31,7 @@ from selfsup.evaluate.fewshot import (
     DEFAULT_SEEDS,
     FEW_LABEL_PROTOCOLS,
     evaluate_few_label,
+    plan,
 )
 from selfsup.evaluate.records import format_table, merge_records
 from selfsup.evaluate.verdict import format_verdicts, verdicts
@@ -133,7 +134,12 @@ def evaluate(
         raise ValueError(f"{data}: few-label evaluation needs labels (class subfolders, .cls members or labels key)")
     num_classes = int(max(y_pool.max(), y_test.max()) + 1)
     _check_classes(y_pool, y_test, num_classes, test_src.spec.class_names, data)
-    names = [*baselines, *(b.name for b in supervised)]
+    planned = plan(protocols, baselines, scratch=True, foundation=found is not None,
+                   supervised=[b.name for b in supervised])
+    names = list(dict.fromkeys(enc for _, enc in planned if enc != "ssl"))  # the baselines these protocols run
+    if (weights := _weights_file(run)) is not None:
+        log(f"scoring {weights} (not {runs.ENCODER}): its records say weights={weights!r} and are kept beside "
+            "the run's own")
     log(f"evaluating {runs.source_name(run)} on {test_src.name}: {len(y_pool)} labelled pool, {len(y_test)} test, "
         f"{num_classes} classes, protocols {', '.join(protocols)}, baselines {', '.join(names) or 'none'}")
 
@@ -154,11 +160,21 @@ def evaluate(
         elif r["encoder"] == "foundation":
             r["model"] = runs.canonical(foundation)
     judged = verdicts(recs, encoder=primary)
+    if (weights := _weights_file(run)) is not None:
+        for r in recs + judged:
+            r["weights"] = weights
     merge_records(out_dir / runs.METRICS, recs + judged)
     log(format_table(recs))
     if judged:
         log("verdict (paired over the same label draws):\n" + format_verdicts(judged))
     return recs + judged
+
+
+def _weights_file(run: str | Path) -> str | None:
+    """The file name when ``run`` is an encoder file other than the run's ``encoder.safetensors`` (say
+    ``encoder-last.safetensors``): records carry it, so they do not replace the run's own."""
+    path = Path(run)
+    return path.name if path.is_file() and not runs.is_reference(run) and path.name != runs.ENCODER else None
 
 
 def _check_classes(y_pool: np.ndarray, y_test: np.ndarray, num_classes: int, names: Sequence[str] | None,

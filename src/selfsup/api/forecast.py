@@ -134,8 +134,10 @@ def forecast(
                     torch.manual_seed(seed)
                     body = build_encoder(enc_cfg, spec) if name == "scratch" else _copy(encoder)
                     model = PatchForecaster(body, lookback, h)
+                log(f"{series.name} H={h} finetune/{name}: training until the validation mse stops improving "
+                    f"(at most {steps} steps)")
                 model, fit = train_forecaster(model, x, y, steps=steps, lr=lr, batch_size=batch_size,
-                                              val=(xv[pick], yv[pick]), seed=seed, device=device)
+                                              val=(xv[pick], yv[pick]), seed=seed, device=device, progress=log)
                 err = forecast_errors(predict(model, xt, device=device), yt)
                 for metric in ("mse", "mae"):
                     recs.append(record(series.name, "forecast-finetune", name, metric, [err[metric]], horizon=h,

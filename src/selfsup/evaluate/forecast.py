@@ -25,6 +25,8 @@ frozen encoder) are ``evaluate.forecast_linear``.
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,6 +128,8 @@ def train_forecaster(
     seed: int = 0,
     device: str | torch.device = "cpu",
     precision: str = "auto",
+    progress: Callable[[str], None] | None = None,
+    every_s: float = 15.0,
 ) -> tuple[PatchForecaster, dict]:
     """Adam on the MSE of windows X (N, C, L) -> Y (N, C, H) in batches drawn at random;
     ``freeze_encoder`` trains the head only. With ``val`` (windows of the validation split) the
@@ -134,8 +138,10 @@ def train_forecaster(
     learns slowly (from scratch) trains as long as it improves. Without ``val`` it runs ``steps``.
     Runs on ``device`` under ``hardware.autocast(device, precision)``, the rule of every fine-tune
     (bf16 on a GPU; fp32 master weights; the loss in fp32).
+    ``progress`` gets a line at a validation check at most every ``every_s`` seconds.
     Returns the model in eval mode and {"steps" run, "best_step", "val_mse", "hit_cap"}."""
     g = torch.Generator().manual_seed(seed)
+    said = time.monotonic()
     model.to(device).train()
     for p in model.encoder.parameters():
         p.requires_grad_(not freeze_encoder)
@@ -154,6 +160,10 @@ def train_forecaster(
         if val is not None and (step % eval_every == 0 or step == steps):
             mse = forecast_errors(predict(model, val[0], device=device, precision=precision), val[1])["mse"]
             model.train()
+            if progress is not None and time.monotonic() - said >= every_s:
+                said = time.monotonic()
+                progress(f"  step {step} (at most {steps})  validation mse {mse:.4f}, best so far "
+                         f"{min(best, mse):.4f}")
             if mse < best:
                 best, best_step, best_state, since = mse, step, copy.deepcopy(model.state_dict()), 0
             elif (since := since + 1) >= patience:

@@ -71,9 +71,10 @@ LOWER_IS_BETTER = ("loss", "error", "err", "time", "seconds", "nonfinite", "skip
 # What a record measured; a new record replaces an old one with the same values of these fields.
 # "baseline" names the other side of a verdict, "peer" a compared library (benchmarks), "defect" a
 # slice of an anomaly-detection test set, "detector" how an anomaly score was made, "horizon" the
-# steps a forecast looks ahead.
+# steps a forecast looks ahead, "weights" the file scored when it is not the run's encoder.safetensors
+# (e.g. encoder-last.safetensors: its records sit beside the run's own instead of replacing them).
 IDENTITY = ("task", "protocol", "encoder", *BUDGET_KEYS, "metric", "baseline", "peer", "defect", "detector",
-            "horizon")
+            "horizon", "weights")
 
 
 def record(
