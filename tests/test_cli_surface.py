@@ -31,3 +31,18 @@ def test_warnings_reach_the_tests():
         warnings.warn("selfsup: a user warning", UserWarning, stacklevel=1)
         warnings.warn("selfsup: a deprecation", DeprecationWarning, stacklevel=1)
     assert [str(w.message) for w in got] == ["selfsup: a user warning", "selfsup: a deprecation"]
+
+
+def test_one_vocabulary_for_caps_and_output_folders():
+    """`--max-steps` is the cap everywhere (forecast keeps `--steps` as its other name); the Python API
+    says `out` for an output folder (anomaly_score's `out_dir` is kept, deprecated)."""
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from selfsup import api
+    from selfsup.cli import app
+
+    assert "--max-steps" in CliRunner().invoke(app, ["forecast", "--help"]).output
+    for fn in (api.anomaly_score, api.outlier_score, api.evaluate, api.adapt, api.pretrain, api.export):
+        assert "out" in inspect.signature(fn).parameters, fn.__name__

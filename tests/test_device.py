@@ -135,7 +135,7 @@ def test_jobs_run_their_network_on_the_resolved_device(tiny_run, monkeypatch):
     assert asked[-1] == "auto"
     bank = api.anomaly_fit(run, str(root / "data.npz"), out=root / "bank", device="cuda:0", log=lambda m: None)
     assert asked[-1] == "cuda:0"
-    api.anomaly_score(bank, str(root / "imgs"), out_dir=root / "scores", report=False, device="cuda",
+    api.anomaly_score(bank, str(root / "imgs"), out=root / "scores", report=False, device="cuda",
                       log=lambda m: None)
     assert asked[-1] == "cuda"
 

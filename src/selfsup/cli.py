@@ -460,7 +460,7 @@ def anomaly_score(
     """
     from selfsup import api
 
-    _emit(api.anomaly_score(model, data, out_dir=out, report=report, data_options=_data_options(split=split),
+    _emit(api.anomaly_score(model, data, out=out, report=report, data_options=_data_options(split=split),
                             device=device, log=_log_for(as_json)), as_json)
 
 
@@ -471,7 +471,8 @@ def forecast(
     horizon: Annotated[list[str] | None, typer.Option(help="steps ahead (comma list)")] = None,
     lookback: Annotated[int, typer.Option(help="steps the forecast sees")] = 336,
     protocol: Annotated[list[str] | None, typer.Option(help="linear (closed-form heads), finetune")] = None,
-    steps: Annotated[int, typer.Option(help="finetune: at most this many Adam steps, for ssl and scratch alike "
+    steps: Annotated[int, typer.Option(
+        "--max-steps", "--steps", help="finetune: at most this many Adam steps, for ssl and scratch alike "
                                        "(each stops when its validation MSE stops improving)")] = 5000,
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,

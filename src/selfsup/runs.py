@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
@@ -178,15 +179,24 @@ def owning_run(folder: str | Path, named: str | Path | None) -> Path:
     return run if folder.is_relative_to(run) else folder
 
 
+class LoadedEncoder(NamedTuple):
+    """What ``load_encoder`` returns: unpacks as ``encoder, spec, config`` and names them too
+    (``loaded.spec.image_size``)."""
+
+    encoder: nn.Module
+    spec: InputSpec
+    config: EncoderConfig
+
+
 def load_encoder(source: str | Path, device: str | torch.device | None = None,
-                 **options) -> tuple[nn.Module, InputSpec, EncoderConfig]:
+                 **options) -> LoadedEncoder:
     """An encoder in eval mode with its input spec and config, from a run folder, an ``encoder.safetensors``
     file, or a public model reference (``encoders.hub.load_pretrained``: ``hf:ORG/NAME``,
     ``timm:NAME.TAG``, ``open_clip:ARCH/TAG``, ``torchvision:FILE``, a local folder or file of those;
     ``options`` go to the loader). It is on ``device`` (``hardware.resolve_device``: "auto" = the
     accelerator when present; None = the CPU), so everything that runs it runs there."""
     encoder, spec, config = _load_encoder(source, **options)
-    return encoder.to(resolve_device(device or "cpu")), spec, config
+    return LoadedEncoder(encoder.to(resolve_device(device or "cpu")), spec, config)
 
 
 def _load_encoder(source: str | Path, **options) -> tuple[nn.Module, InputSpec, EncoderConfig]:
@@ -233,7 +243,7 @@ def load_method(source: str | Path, device: str | torch.device | None = None) ->
 
 __all__ = [
     "CACHE", "CHECKPOINTS", "CONFIG", "ENCODER", "ENCODER_LAST", "FIGURES", "LOGS", "LOSS_HISTORY", "METHOD",
-    "METRICS", "REFERENCE", "REPORT", "ROOT", "SNAPSHOTS", "canonical", "encoder_metadata", "is_reference",
-    "load_encoder", "load_method", "load_run_config", "new_run_dir", "owning_run", "results_dir", "save_encoder",
-    "source_name", "timestamped", "write_encoder",
+    "LoadedEncoder", "METRICS", "REFERENCE", "REPORT", "ROOT", "SNAPSHOTS", "canonical", "encoder_metadata",
+    "is_reference", "load_encoder", "load_method", "load_run_config", "new_run_dir", "owning_run", "results_dir",
+    "save_encoder", "source_name", "timestamped", "write_encoder",
 ]

@@ -16,6 +16,7 @@ format lives in ``selfsup.runs``.
 from selfsup.api.adapt import adapt, predict
 from selfsup.api.anomaly import ANOMALY_BANK, ANOMALY_NORMALIZE, anomaly_fit, anomaly_score, load_anomaly
 from selfsup.api.common import Log, say
+from selfsup.api.embedder import Embedder, from_pretrained
 from selfsup.api.evaluate import (
     CURVE_FRACTIONS,
     CURVE_SHOTS,
@@ -33,6 +34,7 @@ from selfsup.api.pretrain import DEMO_FINETUNE, DEMO_OVERRIDES, demo, pretrain
 from selfsup.runs import load_encoder, load_method, load_run_config, new_run_dir, save_encoder
 
 __all__ = [
+    "Embedder", "from_pretrained",
     "ANOMALY_BANK", "ANOMALY_NORMALIZE", "CURVE_FRACTIONS", "CURVE_SHOTS", "DEMO_FINETUNE", "DEMO_OVERRIDES",
     "EXPORT_FORMATS", "Log", "adapt", "anomaly_fit", "anomaly_score", "demo", "embed", "evaluate", "evaluate_curve",
     "export", "forecast", "load_anomaly", "load_encoder", "load_method", "load_run_config", "new_run_dir",

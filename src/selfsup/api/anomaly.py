@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -161,20 +162,24 @@ def anomaly_score(
     model: str | Path,
     data: str,
     *,
-    out_dir: str | Path | None = None,
+    out: str | Path | None = None,
     max_figures: int = 4,
     report: bool = True,
     data_options: dict | None = None,
     device: str = "auto",
     log: Log = say,
+    out_dir: str | Path | None = None,
 ) -> list[dict]:
     """Score ``data`` with a bank saved by ``anomaly_fit``: image scores and pixel heatmaps.
+
+    ``out`` is the output folder, as in every other API function (``out_dir``: its old name, kept for one
+    release).
 
     An MVTec-AD root: its ``test/`` split against the masks in ``ground_truth/``; image and pixel
     AUROC per defect type and overall ("defect": "all") are merged into the run's ``metrics.json``
     (the bank's folder for raw pixels), heatmaps of up to ``max_figures`` images per defect go to
     ``OUT/heatmaps/<defect>.png`` and the anomaly section into ``report.html``. A plain image
-    folder: scores only. Always writes ``OUT/scores.csv`` (path, defect, score); ``out_dir``
+    folder: scores only. Always writes ``OUT/scores.csv`` (path, defect, score); ``out``
     defaults to the bank's folder. Returns the records (none without masks). A bank of a table or
     series run is scored by ``api.outliers.outlier_score`` (``data_options`` such as ``{"split": "test"}``).
     """
@@ -182,8 +187,12 @@ def anomaly_score(
 
     from selfsup.api.outliers import DETECTORS_FILE, outlier_score
 
+    if out_dir is not None:
+        warnings.warn("anomaly_score(out_dir=...) is deprecated; use out=...", DeprecationWarning, stacklevel=2)
+        out = out if out is not None else out_dir
+    out_dir = out
     if Path(model).name == DETECTORS_FILE or (Path(model) / DETECTORS_FILE).is_file():
-        return outlier_score(model, data, data_options=data_options, out_dir=out_dir, report=report, device=device,
+        return outlier_score(model, data, data_options=data_options, out=out_dir, report=report, device=device,
                              log=log)
 
     from selfsup.data.mvtec import load_mvtec

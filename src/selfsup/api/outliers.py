@@ -90,7 +90,7 @@ def _anomaly_labels(labels: np.ndarray, class_names: list[str] | None) -> np.nda
 
 
 @lock.writes
-def outlier_score(model: str | Path, data: str, *, data_options: dict | None = None, out_dir: str | Path | None = None,
+def outlier_score(model: str | Path, data: str, *, data_options: dict | None = None, out: str | Path | None = None,
                   max_samples: int | None = None, k: int = 5, passes: int = 4, seed: int = 0, report: bool = True,
                   device: str = "auto", log: Log = say) -> list[dict]:
     """Score ``data`` with the bank saved by ``outlier_fit`` (its file or folder): every detector's
@@ -125,7 +125,7 @@ def outlier_score(model: str | Path, data: str, *, data_options: dict | None = N
     keys: list[str] = []
     x, y = src.arrays(max_samples, keys=keys)
     scores = detector_scores(encoder, method, bank, x, bank_embeddings=bank_emb, k=k, passes=passes, seed=seed)
-    out_dir = Path(out_dir) if out_dir else path.parent
+    out_dir = Path(out) if out else path.parent
     home = runs.owning_run(path.parent, run)  # the bank's run only when the bank lies inside it
     for folder in dict.fromkeys((out_dir, home)):
         lock.hold(folder)
