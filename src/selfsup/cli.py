@@ -57,8 +57,8 @@ def _log_for(as_json: bool):
 def pretrain(
     overrides: Annotated[list[str] | None, typer.Argument(help="config overrides, e.g. train.lr=1e-3")] = None,
     method: Annotated[str | None, typer.Option(
-        help="objective: mae (any data), simclr, dino, clip, siglip, distill (images); scarf (tables); "
-        "ts2vec (series)")] = None,
+        help="objective: mae, simclr, dino (any data: images, tables, series, audio); clip, siglip (with "
+        "captions); distill (images); scarf (tables); ts2vec (series)")] = None,
     data: Annotated[str | None, typer.Option(help="what to learn from (see `selfsup datasets`)")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run config")] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/<method>-<time>)")] = None,

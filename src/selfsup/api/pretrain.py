@@ -215,7 +215,7 @@ def pretrain(
         lock.hold(run_dir)
         ckpt = None
     teacher_enc = None
-    if getattr(method_class(cfg.method_name), "uses_teacher", False):
+    if method_class(cfg.method_name).uses_teacher:
         if not cfg.method.get("teacher"):
             raise ConfigError(f"--method {cfg.method_name} needs --teacher REF (a public model or a run folder)")
         teacher_enc = runs.load_encoder(cfg.method["teacher"])[0]
@@ -260,8 +260,7 @@ def pretrain(
         apply_warm_start(model, ws or _warm_start(cfg))
     if teacher_enc is not None:
         model.set_teacher(teacher_enc)
-    if hasattr(model, "prepare"):
-        model.prepare(source, run_dir)
+    model.prepare(source, run_dir)
     guard, guard_task = _monitor(cfg, spec, log) if cfg.train.monitor else (None, None)
     n_params = sum(p.numel() for p in model.encoder.parameters())
     log(f"pretraining {cfg.method_name} ({n_params / 1e6:.2f}M encoder parameters) on {source.name} "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from selfsup.data.spec import as_tensor
+from selfsup.data.spec import IMAGE_DTYPES, as_tensor
 
 Inputs = torch.Tensor | dict[str, torch.Tensor]
 
@@ -45,9 +45,6 @@ def to_device(x: Inputs, device: torch.device | str) -> Inputs:
     return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
 
 
-IMAGE_DTYPES = (torch.uint8, torch.uint16)  # 8- and 16-bit images (``spec.to_float`` scales each by its range)
-
-
 def is_images(x: Inputs) -> bool:
     """uint8 or uint16 images (N, C, H, W): the inputs that image augmentation and pixel baselines apply to
     (series are float, tables a dict)."""
@@ -59,4 +56,4 @@ def contiguous(x: Inputs) -> Inputs:
     return {k: v.contiguous() for k, v in x.items()} if isinstance(x, dict) else x.contiguous()
 
 
-__all__ = ["IMAGE_DTYPES", "Inputs", "as_inputs", "contiguous", "is_images", "rows", "take", "to_device"]
+__all__ = ["Inputs", "as_inputs", "contiguous", "is_images", "rows", "take", "to_device"]

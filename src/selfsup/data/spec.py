@@ -35,24 +35,28 @@ class Modality:
     reads with it (a table's categories); ``text``: samples carry captions (``text``, ``captions``)
     for a text tower; ``pad``: what a batch of inputs of unequal length is padded with (NaN means
     "not observed" to the series encoders); ``dedupe``: identical inputs are one sample (an image
-    seen twice is a leak between a labelled pool and a test set; equal table rows are common)."""
+    seen twice is a leak between a labelled pool and a test set; equal table rows are common);
+    ``padded``: evaluation arrays may hold inputs of unequal length padded with ``pad`` (series with
+    NaN; audio with zeros, which is what the log-mel front end does to a short clip itself)."""
 
     input: str
     text: bool = False
     also: tuple[str, ...] = ()
     pad: float = 0.0
     dedupe: bool = True
+    padded: bool = False
 
 
 MODALITIES: dict[str, Modality] = {
     "image": Modality("image"),  # uint8 or uint16 (C, H, W), any C
     "image_text": Modality("image", text=True),
-    "audio": Modality("audio"),  # float32 (T,) mono waveform
-    "audio_text": Modality("audio", text=True),
+    "audio": Modality("audio", padded=True),  # float32 (T,) mono waveform
+    "audio_text": Modality("audio", text=True, padded=True),
     "table": Modality("features", also=("categories",), dedupe=False),  # float32 (F,), int64 (K,)
-    "series": Modality("series", pad=float("nan"), dedupe=False),  # float32 (C, T)
+    "series": Modality("series", pad=float("nan"), dedupe=False, padded=True),  # float32 (C, T)
 }
 PAD = {m.input: m.pad for m in MODALITIES.values()}  # batch key -> pad value of ragged inputs
+PADDED = {m.input for m in MODALITIES.values() if m.padded}  # batch keys whose arrays may be padded
 
 
 @dataclass

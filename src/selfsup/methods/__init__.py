@@ -1,13 +1,14 @@
 """Self-supervised objectives, one file each, found by name.
 
-A method is an ``nn.Module`` built as ``Method(cfg, encoder_cfg, spec)`` where ``cfg`` is an
+A method subclasses ``methods.base.Method`` and is built as ``Method(cfg, encoder_cfg, spec)`` where ``cfg`` is an
 instance of its ``Config`` (a pydantic model of its options), ``encoder_cfg`` an
 ``EncoderConfig`` and ``spec`` the ``InputSpec`` of the data. It owns ``self.encoder`` (the
 network that is kept, exported and evaluated), and ``forward(batch)`` returns a dict with a
-scalar ``loss`` (other scalar entries are logged). Optional hooks the engine calls when present:
+scalar ``loss`` (other scalar entries are logged). Hooks (``Method``'s, no-ops unless overridden;
+a misspelt one is refused when the class is defined):
 ``prepare(source, run_dir)`` once before training (e.g. to fit a tokenizer),
 ``on_train_batch_end(step, total_steps)`` after each optimizer step (e.g. EMA teachers) and
-``on_train_end()``. Continuing from public weights (``methods.warmstart``): an optional static
+``on_train_end()``. Continuing from public weights (``methods.warmstart``): a static
 ``warm_start_options(ws)`` (options the weights fix) and ``warm_start(ws)`` (weights beyond the
 encoder). A method with ``uses_teacher`` gets its frozen teacher from the API (``set_teacher``).
 
@@ -15,9 +16,10 @@ Adding a method = one file + one line in ``METHODS``.
 
 A name can mean one objective on several modalities: ``VARIANTS[name][modality]`` is the class that
 ``build_method`` uses for that data (none now: ``mae`` is one class for image patches, table columns
-and series patches, through the tokenizer); the variants share the name's ``Config``. A class that trains on tables or
-series says so in ``modalities``; the others (image and audio methods) are refused such data
-with the names that fit it.
+and series patches, through the tokenizer; ``simclr`` and ``dino`` take each data type's views from
+``selfsup.modalities``); the variants share the name's ``Config``. A class that trains on tables or
+series says so in ``modalities``; the others (image and audio methods) are refused such data with
+the names that fit it.
 """
 
 from __future__ import annotations

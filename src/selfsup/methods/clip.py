@@ -37,6 +37,7 @@ from selfsup.data.spec import InputSpec, captions_of, to_float
 from selfsup.encoders import EncoderConfig, build_encoder, to_input
 from selfsup.encoders.audio import LogMel, spec_augment
 from selfsup.encoders.text import TextConfig, TextTransformer, build_text, train_tokenizer
+from selfsup.methods.base import Method
 from selfsup.methods.gather import gather_offset, gather_with_grad
 
 
@@ -123,7 +124,7 @@ def iter_captions(source, limit: int | None = None) -> Iterator[str]:
             yield from captions_of(s)
 
 
-class CLIP(nn.Module):
+class CLIP(Method):
     """Image (or audio) encoder + text transformer in a joint space; ``forward`` returns the loss."""
 
     Config = CLIPConfig

@@ -23,9 +23,12 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from selfsup.data.augment import dino_views, local_crop_size
+from selfsup.data.inputs import rows
 from selfsup.data.spec import InputSpec, to_float
 from selfsup.encoders import EncoderConfig, build_encoder, to_input
+from selfsup.methods.base import Method
 from selfsup.methods.gather import all_reduce_mean
+from selfsup.modalities import cat_inputs, data_type
 
 
 class DINOConfig(BaseModel):
@@ -127,14 +130,15 @@ def cosine_momentum(base: float, step: int, total_steps: int) -> float:
     return 1.0 - (1.0 - base) * (math.cos(math.pi * t) + 1.0) / 2.0
 
 
-class DINO(nn.Module):
+class DINO(Method):
     """Student (encoder + head) and EMA teacher; ``forward`` returns loss, teacher temperature, entropy."""
 
     Config = DINOConfig
+    modalities = ("image", "table", "series", "audio")
 
     def __init__(self, cfg: DINOConfig, encoder: EncoderConfig, spec: InputSpec):
         super().__init__()
-        self.cfg, self.spec = cfg, spec
+        self.cfg, self.spec, self.data_type = cfg, spec, data_type(spec)
         self.encoder = build_encoder(encoder, spec)
         self.head = DINOHead(self.encoder.num_features, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim,
                              cfg.head_layers, cfg.norm_last_layer)
@@ -162,13 +166,17 @@ class DINO(nn.Module):
         return self.cfg.warmup_teacher_temp + (self.cfg.teacher_temp - self.cfg.warmup_teacher_temp) * progress / w
 
     def forward(self, batch: dict) -> dict:
-        images = to_float(batch["image"])
-        B, n_local = images.shape[0], self.cfg.n_local
-        views = dino_views(images, n_local, local_size=self.local_size,
-                           global_scale=self.cfg.global_scale, local_scale=self.cfg.local_scale)
+        x = self.spec.batch_input(batch)
+        if self.data_type.images:
+            B, n_local = x.shape[0], self.cfg.n_local
+            views = dino_views(to_float(x), n_local, local_size=self.local_size,
+                               global_scale=self.cfg.global_scale, local_scale=self.cfg.local_scale)
+        else:  # two global views of the data type (no multi-crop outside images)
+            views = self.data_type.views(x, 2, self.encoder)
+            B, n_local = rows(views[0]), 0
         progress = float(self.progress)
         freeze = self.training and 0 <= progress < self.cfg.freeze_last_layer
-        globals_ = to_input(self.encoder, torch.cat(views[:2]))
+        globals_ = to_input(self.encoder, cat_inputs(views[:2]))
         student = [self.head(self.encoder(globals_), freeze_last=freeze)]
         if n_local:  # one pass per resolution, as DINO's MultiCropWrapper
             student.append(self.head(self.encoder(to_input(self.encoder, torch.cat(views[2:]))), freeze_last=freeze))

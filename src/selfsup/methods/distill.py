@@ -42,6 +42,7 @@ from selfsup.data.augment import horizontal_flip, random_resized_crop
 from selfsup.data.spec import InputSpec, to_float
 from selfsup.encoders import EncoderConfig, build_encoder, patch_width, pooled_and_patches, resize_to, to_input
 from selfsup.encoders.inference import eval_mode
+from selfsup.methods.base import Method
 
 LossKind = Literal["cosine", "mse", "cosine+mse"]
 
@@ -100,7 +101,7 @@ def teacher_options(teacher: nn.Module) -> dict[str, int]:
     return {"teacher_dim": int(teacher.num_features), "teacher_patch_dim": patch_width(teacher)}
 
 
-class Distill(nn.Module):
+class Distill(Method):
     """Student encoder + linear projections to the teacher's widths; the frozen teacher kept aside."""
 
     Config = DistillConfig

@@ -26,6 +26,7 @@ from selfsup.data.spec import InputSpec, denormalize
 from selfsup.encoders import EncoderConfig, build_encoder, input_stats, to_input
 from selfsup.encoders.trunk import Maskable, init_weights, make_blocks
 from selfsup.encoders.vit import VisionTransformer, mae_loss, patchify, unpatchify
+from selfsup.methods.base import Method
 
 CROP_SCALE = (0.35, 1.0)  # MAE's random resized crop keeps at least 35% of the area (He et al. 2021, A.1)
 IMAGE_MASK_RATIO = VisionTransformer.mask_ratio
@@ -66,7 +67,7 @@ def random_masking(batch: int, n: int, mask_ratio: float, device=None, generator
     return keep, torch.gather(mask, 1, restore), restore
 
 
-class MAE(nn.Module):
+class MAE(Method):
     """Transformer encoder + light transformer decoder; ``forward`` returns loss, pred, target, mask (B', N)
     (1 = hidden) and the per-token ``errors`` (B', N) (NaN where not counted)."""
 

@@ -22,6 +22,8 @@ from torch import nn
 
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.methods.base import Method
+from selfsup.modalities.table import corrupt
 
 
 class SCARFConfig(BaseModel):
@@ -40,32 +42,7 @@ def scarf_loss(z: torch.Tensor, z_corrupt: torch.Tensor, temperature: float = 1.
     return F.cross_entropy(s, torch.arange(len(z), device=z.device))
 
 
-def corrupt(
-    x_num: torch.Tensor,
-    x_cat: torch.Tensor,
-    rate: float,
-    pool_num: torch.Tensor,
-    pool_cat: torch.Tensor,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SCARF corruption: in each row replace round(rate * M) of its M = F + K columns, chosen at
-    random, by that column's value in a random row of the pool (N_pool, F) / (N_pool, K).
-
-    Returns the corrupted (B, F), (B, K) and the mask (B, F + K) of replaced columns.
-    """
-    B, Fn = x_num.shape
-    M = Fn + x_cat.shape[1]
-    q = int(round(rate * M))
-    rank = torch.rand(B, M, device=x_num.device, generator=generator).argsort(1).argsort(1)
-    chosen = rank < q  # exactly q columns per row
-    rows = torch.randint(0, len(pool_num), (B, M), device=x_num.device, generator=generator)
-    cols = torch.arange(M, device=x_num.device).expand(B, M)
-    new_num = pool_num[rows[:, :Fn], cols[:, :Fn]] if Fn else x_num
-    new_cat = pool_cat[rows[:, Fn:], cols[:, Fn:] - Fn] if M > Fn else x_cat
-    return (torch.where(chosen[:, :Fn], new_num, x_num), torch.where(chosen[:, Fn:], new_cat, x_cat), chosen)
-
-
-class SCARF(nn.Module):
+class SCARF(Method):
     """Encoder + 2-layer ReLU MLP head; ``forward`` returns loss and the positive pair's cosine."""
 
     modalities = ("table",)

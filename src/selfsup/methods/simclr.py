@@ -1,6 +1,7 @@
 """SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations").
 
-Two augmented views of each image go through the encoder and a small projection MLP; the NT-Xent
+Two augmented views of each sample (images: crops and colour; other data types: their
+``modalities`` views) go through the encoder and a small projection MLP; the NT-Xent
 loss pulls the two projections of one image together and pushes them away from the other
 2N - 2 projections of the batch. Under DDP the candidates are gathered from every process
 (``gather_with_grad``), so the negatives are those of the global batch, as in the paper.
@@ -16,7 +17,9 @@ from torch import nn
 from selfsup.data.augment import simclr_views
 from selfsup.data.spec import InputSpec, to_float
 from selfsup.encoders import EncoderConfig, build_encoder, to_input
+from selfsup.methods.base import Method
 from selfsup.methods.gather import gather_offset, gather_with_grad
+from selfsup.modalities import cat_inputs, data_type
 
 
 class SimCLRConfig(BaseModel):
@@ -54,14 +57,15 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, g
     return F.cross_entropy(logits, positive)
 
 
-class SimCLR(nn.Module):
+class SimCLR(Method):
     """Encoder + projection MLP (Linear-BN-ReLU-Linear); ``forward`` returns loss and positive cosine."""
 
     Config = SimCLRConfig
+    modalities = ("image", "table", "series", "audio")
 
     def __init__(self, cfg: SimCLRConfig, encoder: EncoderConfig, spec: InputSpec):
         super().__init__()
-        self.cfg, self.spec = cfg, spec
+        self.cfg, self.spec, self.data_type = cfg, spec, data_type(spec)
         self.encoder = build_encoder(encoder, spec)
         F_ = self.encoder.num_features
         self.projector = nn.Sequential(
@@ -72,9 +76,12 @@ class SimCLR(nn.Module):
         )
 
     def forward(self, batch: dict) -> dict:
-        images = to_float(batch["image"])
-        v1, v2 = simclr_views(images, scale=self.cfg.crop_scale, jitter=self.cfg.jitter, blur=self.cfg.blur)
-        z = self.projector(self.encoder(to_input(self.encoder, torch.cat([v1, v2]))))
+        x = self.spec.batch_input(batch)
+        if self.data_type.images:
+            views = simclr_views(to_float(x), scale=self.cfg.crop_scale, jitter=self.cfg.jitter, blur=self.cfg.blur)
+        else:  # the data type's views: SCARF corruption of rows, jittered series, SpecAugment
+            views = self.data_type.views(x, 2, self.encoder)
+        z = self.projector(self.encoder(to_input(self.encoder, cat_inputs(list(views)))))
         z1, z2 = z.chunk(2)
         loss = nt_xent_loss(z1, z2, self.cfg.temperature, gather=self.cfg.gather)
         pos = F.cosine_similarity(z1.detach(), z2.detach(), dim=1).mean()

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
 from selfsup.encoders.series import sincos_1d
+from selfsup.methods.base import Method
 
 
 class TS2VecConfig(BaseModel):
@@ -109,7 +109,7 @@ def take_per_row(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Te
     return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
 
 
-class TS2Vec(nn.Module):
+class TS2Vec(Method):
     """PatchTST encoder trained with TS2Vec's crops, timestamp masking and hierarchical loss."""
 
     modalities = ("series",)

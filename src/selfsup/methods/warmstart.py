@@ -27,6 +27,7 @@ from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig
 from selfsup.encoders.convert import MAEDecoder
 from selfsup.encoders.hub import CLIPTowers, load_clip, load_mae_decoder, load_pretrained
+from selfsup.methods.base import Method
 
 TEXT_METHODS = ("clip", "siglip")  # methods that start from both towers of an image-text model
 
@@ -75,10 +76,9 @@ def read_warm_start(ref: str | Path, method: str,
     return WarmStart(ref, config, spec, encoder.state_dict(), mae_decoder=decoder)
 
 
-def warm_start_options(method_cls: type[nn.Module], ws: WarmStart) -> dict[str, Any]:
+def warm_start_options(method_cls: type[Method], ws: WarmStart) -> dict[str, Any]:
     """Method options fixed by the weights (the method's ``warm_start_options``; none by default)."""
-    hook = getattr(method_cls, "warm_start_options", None)
-    return dict(hook(ws)) if hook is not None else {}
+    return dict(method_cls.warm_start_options(ws))
 
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], what: str, ref: str) -> None:
@@ -91,13 +91,11 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], what: str, r
                          f"{what} options to the reference") from None
 
 
-def apply_warm_start(model: nn.Module, ws: WarmStart) -> nn.Module:
+def apply_warm_start(model: Method, ws: WarmStart) -> Method:
     """Load ``ws``'s weights into ``model`` (built with ``warm_start_options``): the encoder, then the
     method's own ``warm_start(ws)`` hook for the rest (decoders, teachers, text towers)."""
     load_weights(model.encoder, ws.encoder_state, "encoder", ws.ref)
-    hook = getattr(model, "warm_start", None)
-    if hook is not None:
-        hook(ws)
+    model.warm_start(ws)
     return model
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from selfsup.data.spec import PAD, InputSpec
+from selfsup.data.spec import PAD, PADDED, InputSpec
 
 Ranks = tuple[int, int]  # (rank, world size) a reader plays; None = this process's, from the environment
 
@@ -181,8 +181,8 @@ class Source:
         The inputs are the modality's (`spec.input_keys`): images uint8 or uint16 (N, C, H, W), series float32
         (N, C, T) padded to the longest with NaN, or, for a modality with several keys, a dict of
         arrays (a table's `features` (N, F) and `categories` (N, K)). Inputs of unequal length are
-        refused unless the modality pads with NaN ("not observed"): a zero-padded waveform would
-        read as silence.
+        refused unless the modality says they may be padded (``Modality.padded``: series with NaN, "not
+        observed"; waveforms with zeros, as the log-mel front end pads a short clip itself).
 
         Indexed sources give a fixed random subset (seed 0, in index order), since folders are
         sorted by class; streams give their first samples. Read batch by batch; skipped samples
@@ -200,7 +200,7 @@ class Source:
             if skips is not None:
                 skips.add(batch)
             for k in names:
-                if f"{k}_length" in batch and not np.isnan(PAD.get(k, 0.0)):
+                if f"{k}_length" in batch and k not in PADDED:
                     raise TypeError(f"{self.name}: arrays() needs inputs of one shape; these vary in length")
                 xs[k].append(batch[k])
             ys.append(batch["label"].numpy())
