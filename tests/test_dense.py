@@ -279,3 +279,35 @@ def test_wrong_task_for_the_data_is_one_line_error(tmp_path):
 
     with pytest.raises(ValueError, match="does not fit --task segment"):
         evaluate_dense(_encoder_file(tmp_path), str(write_coco(tmp_path / "c")), task="segment", log=lambda s: None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "neu_det").is_dir(), reason="../shared/data/dense/neu_det is absent")
+def test_neu_det_reads_with_its_counts():
+    train = read_dense(SHARED / "neu_det" / "instances_train.json", image_size=64)
+    test = read_dense(SHARED / "neu_det" / "instances_test.json", image_size=64, class_names=train.class_names)
+    assert (len(train), len(test)) == (1440, 360) and train.skipped == test.skipped == 0
+    assert sum(len(b) for b in train.boxes) + sum(len(b) for b in test.boxes) == 4189
+    assert len(train.class_names) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "camvid_subset").is_dir(), reason="../shared/data/dense/camvid_subset is absent")
+def test_camvid_cli_evaluate_segment(tmp_path):
+    """The command on real masks with its defaults (capped here: 8 images, 2 steps), records and a verdict."""
+    from typer.testing import CliRunner
+
+    from selfsup import runs
+    from selfsup.cli import app
+
+    enc = build_encoder(EncoderConfig(name="resnet18", cifar_stem=False), InputSpec(channels=3, image_size=64))
+    path = runs.write_encoder(enc.state_dict(), EncoderConfig(name="resnet18", cifar_stem=False),
+                              InputSpec(channels=3, image_size=64), tmp_path / "enc.safetensors")
+    res = CliRunner().invoke(app, ["evaluate", str(path), "--task", "segment", "--data", str(SHARED / "camvid_subset"),
+                                   "--max-samples", "8", "--max-steps", "2", "--seeds", "2", "--image-size", "64",
+                                   "--protocol", "finetune", "--json"])
+    assert res.exit_code == 0, res.output
+    recs = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {(r["encoder"], r["metric"]) for r in recs} >= {("ssl", "miou"), ("scratch", "dice"),
+                                                          ("ssl", "miou_difference")}
+    assert all(0 <= r["mean"] <= 1 for r in recs if r["metric"] in ("miou", "dice"))
