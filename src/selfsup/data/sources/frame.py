@@ -79,6 +79,30 @@ def _leading_comments(lines: list[str]) -> int:
     return n
 
 
+MAX_HEADER_BYTES = 16 << 20  # a header line longer than this is not a table's
+
+
+def _head(path: Path) -> bytes:
+    """The start of a text table: 64 KiB, or more until the header line (the first line that is not
+    a comment) and the line after it are whole (wide tables: 20,000 names do not fit in 64 KiB).
+    Never the whole file; a header line past ``MAX_HEADER_BYTES`` is refused."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+        while True:
+            lines = head.split(b"\n")
+            complete = len(lines) - 1  # lines ended by a newline
+            skip = _leading_comments([x.decode("latin-1") for x in lines[:complete]])
+            if complete >= skip + 2:
+                return head
+            more = f.read(1 << 20) if len(head) < MAX_HEADER_BYTES else b""
+            if not more:
+                if complete <= skip and len(head) >= MAX_HEADER_BYTES:
+                    raise TableError(f"{path}: no line break in the first {MAX_HEADER_BYTES >> 20} MiB; "
+                                     "not a text table")
+                return head
+            head += more
+
+
 def read_frame(
     path: str | Path, *, sep: str | None = None, header: bool | None = None, nrows: int | None = None
 ) -> Frame:
@@ -103,7 +127,7 @@ def read_frame(
         return Frame(data.reset_index(drop=True), name, str(path))
     if suffix == ".npz":
         return _npz_frame(path)
-    head = path.read_bytes()[: 1 << 16]
+    head = _head(path)
     encoding = "utf-8-sig"
     try:
         head.decode("utf-8")

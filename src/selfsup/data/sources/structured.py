@@ -54,7 +54,7 @@ def _npz_kind(path: Path) -> str | None:
 
 def _first_line(path: Path) -> list[str]:
     with open(path, "rb") as f:
-        for raw in f:
+        while raw := f.readline(1 << 24):  # bounded: a file without line breaks is not read whole
             line = raw.decode("latin-1").strip()
             if line and not line.startswith(("#", "|", "@", "%")):
                 return [c for c in line.replace(",", "\t").replace(" ", "\t").split("\t") if c]
