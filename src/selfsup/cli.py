@@ -46,7 +46,9 @@ TASK_HELP = ("classify (default), detect (boxes: COCO .json, Pascal-VOC or YOLO 
 
 def _emit(records: list[dict], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(records), flush=True)
+        from selfsup.files import json_text
+
+        print(json_text(records, indent=None), end="", flush=True)  # strict JSON: NaN as null
 
 
 def _log_for(as_json: bool):
@@ -269,7 +271,9 @@ def predict(
         summary = api.predict(model, data, out, max_samples=max_samples, batch_size=batch_size, device=device,
                               log=_log_for(as_json))
     if as_json:
-        print(json.dumps(summary), flush=True)
+        from selfsup.files import json_text
+
+        print(json_text(summary, indent=None), end="", flush=True)
 
 
 @app.command()
@@ -509,12 +513,14 @@ def main() -> None:
 
     try:
         app(args=resume_alone(sys.argv[1:]), prog_name="selfsup")
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:  # config.ConfigError is a ValueError
+    except (ValueError, OSError, KeyError, RuntimeError, MemoryError) as e:  # config.ConfigError is a ValueError
         if os.environ.get("SELFSUP_DEBUG") or (
             isinstance(e, RuntimeError) and type(e).__name__ != "NonFiniteLossError"
         ):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, MemoryError):
+            msg = f"out of memory ({msg})"
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
     except BaseException as e:  # noqa: BLE001 - Lightning's SIGTERMException: the checkpoint is saved

@@ -8,6 +8,7 @@ so every number can be reproduced. Any wrong key or value is a one-line ``Config
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from selfsup.data.sources import SourceError, check_location
 from selfsup.encoders import EncoderConfig
+from selfsup.files import write_text
 from selfsup.methods import METHODS, method_config
 from selfsup.train.config import TrainConfig
 
@@ -75,6 +77,21 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: str | None = None
     init: str | None = None  # continue from these weights: a model reference (encoders.hub) or a run folder
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str | None) -> str | None:
+        """``init`` is a model reference or a local path: any other ``scheme:`` (``pipe:``, ``file:``,
+        ``s3:``...) is refused when the config is read, not only when the weights are loaded."""
+        if v is None:
+            return v
+        from selfsup.encoders.hub import SCHEMES  # noqa: PLC0415
+
+        m = re.match(r"^([A-Za-z][\w+.-]*):", v.strip())
+        if m and len(m.group(1)) > 1 and m.group(1) not in SCHEMES:
+            raise ValueError(f"init {v[:60]!r} starts with '{m.group(1)}:', which selfsup does not open: give a run "
+                             f"folder, a weights file or a model reference ({', '.join(s + ':' for s in SCHEMES)})")
+        return v.strip()
 
     @field_validator("method", mode="before")
     @classmethod
@@ -220,4 +237,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(cfg: RunConfig, path: Path) -> None:
     data = cfg.model_dump(mode="json")
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    write_text(path, yaml.safe_dump(data, sort_keys=False))

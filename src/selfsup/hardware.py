@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +126,18 @@ __all__ = [
     "CPU_BF16_IN_AUTO", "DEVICE_CHOICES", "PRECISIONS", "autocast", "cpu_has_native_bf16", "lightning_device",
     "resolve_device", "resolve_precision",
 ]
+
+
+def memory_bytes() -> int:
+    """Memory this process can still take: MemAvailable of /proc/meminfo, else the physical total; 0 if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0

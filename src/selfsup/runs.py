@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from pydantic import ValidationError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from selfsup import distributed
+from selfsup import distributed, files
 from selfsup.config import ConfigError, RunConfig, load_config
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.encoders.bounds import check_encoder
 from selfsup.encoders.hub import ModelRef, parse_ref
 from selfsup.hardware import resolve_device
 from selfsup.methods import build_method
@@ -71,8 +73,9 @@ def write_encoder(state: dict[str, torch.Tensor], encoder_cfg: EncoderConfig, sp
                   method: str | None = None) -> Path:
     """Encoder weights (timm names) with their config in the metadata, as ``load_encoder`` reads them."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path),
-              metadata=encoder_metadata(encoder_cfg, spec, method))
+    with files.atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp),
+                  metadata=encoder_metadata(encoder_cfg, spec, method))
     return path
 
 
@@ -89,13 +92,18 @@ def save_encoder(method: nn.Module, cfg: RunConfig, spec: InputSpec, run_dir: Pa
         write_encoder(last, cfg.encoder, spec, run_dir / ENCODER_LAST, cfg.method_name)
     write_encoder(best if best is not None else last, cfg.encoder, spec, run_dir / ENCODER, cfg.method_name)
     full = {k: v.detach().contiguous().cpu().clone() for k, v in method.state_dict().items()}
-    save_file(full, str(run_dir / METHOD), metadata=encoder_metadata(cfg.encoder, spec, cfg.method_name))
+    with files.atomic_path(run_dir / METHOD) as tmp:
+        save_file(full, str(tmp), metadata=encoder_metadata(cfg.encoder, spec, cfg.method_name))
     return run_dir / ENCODER
 
 
 def _read_meta(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - safetensors' own error kinds for a damaged header
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a readable safetensors file ({first})") from None
 
 
 def load_run_config(run: str | Path) -> RunConfig:
@@ -162,7 +170,7 @@ def results_dir(source: str | Path, log: Callable[[str], None] | None = None) ->
     out = timestamped(source_name(source))
     if distributed.is_global_zero():
         out.mkdir(parents=True, exist_ok=True)
-        (out / REFERENCE).write_text(json.dumps({"reference": canonical(source)}, indent=1) + "\n")
+        files.write_json(out / REFERENCE, {"reference": canonical(source)})
     if log is not None:
         log(f"{source} is a public model, not a run: results go to {out}")
     return out
@@ -209,11 +217,24 @@ def _load_encoder(source: str | Path, **options) -> tuple[nn.Module, InputSpec, 
         encoder, spec, config = load_pretrained(source, **options)
         return encoder.eval(), spec, config
     meta = _read_meta(path)
-    enc_cfg = EncoderConfig.model_validate_json(meta["encoder_config"])
-    spec = InputSpec(**json.loads(meta["input_spec"]))
+    enc_cfg, spec = _stored_config(path, meta)
     encoder = build_encoder(enc_cfg, spec)
     encoder.load_state_dict(load_file(str(path)))
     return encoder.eval(), spec, enc_cfg
+
+
+def _stored_config(path: Path, meta: dict) -> tuple[EncoderConfig, InputSpec]:
+    """The encoder config and input spec of a weights file's metadata, refused in one line when they
+    do not parse or hold sizes out of bounds (``encoders.bounds``)."""
+    try:
+        enc_cfg = EncoderConfig.model_validate_json(meta.get("encoder_config", ""))
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ())) or "encoder_config"
+        raise ValueError(f"{path}: metadata encoder_config: {where}: {err.get('msg', 'invalid')}") from None
+    spec = InputSpec.from_json(meta.get("input_spec", "{}"), f"{path}: ")
+    check_encoder(enc_cfg, spec, f"{path}: ")
+    return enc_cfg, spec
 
 
 def load_method(source: str | Path, device: str | torch.device | None = None) -> nn.Module:
@@ -235,7 +256,7 @@ def load_method(source: str | Path, device: str | torch.device | None = None) ->
     path = run / METHOD
     meta = _read_meta(path)
     cfg = load_run_config(run)
-    spec = InputSpec(**json.loads(meta["input_spec"]))
+    spec = InputSpec.from_json(meta.get("input_spec", "{}"), f"{path}: ")
     method = build_method(cfg.method_name, cfg.method_options, cfg.encoder, spec)
     method.load_state_dict(load_file(str(path)))
     return method.eval().to(resolve_device(device or "cpu"))

@@ -10,7 +10,6 @@ is the same JSON, for people. A merged LoRA classifier is a plain one and loads 
 from __future__ import annotations
 
 import copy
-import csv
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from selfsup.adapt.lora import add_lora, lora_settings, merge_lora
 from selfsup.data.sources import SkipCounter
 from selfsup.data.spec import InputSpec
 from selfsup.encoders import EncoderConfig, build_encoder
+from selfsup.files import atomic_path, write_csv, write_text
 
 FORMAT = "selfsup/classifier-v1"
 WEIGHTS, CONFIG = "classifier.safetensors", "classifier.json"
@@ -65,8 +65,9 @@ def save_classifier(
     config.update({k: v for k, v in (info or {}).items() if k not in config})
     text = json.dumps(config, indent=1, default=_plain)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(weights, str(out / WEIGHTS), metadata={"classifier": text, "format": FORMAT})
-    (out / CONFIG).write_text(text + "\n")
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(weights, str(tmp), metadata={"classifier": text, "format": FORMAT})
+    write_text(out / CONFIG, text + "\n")
     return out
 
 
@@ -147,12 +148,10 @@ def write_predictions(path: str | Path, preds: Predictions, class_names: list[st
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pred = preds.probs.argmax(1).tolist() if len(preds.keys) else []
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "pred", "pred_name", *(f"prob_{c}" for c in class_names)])
-        for key, k, p in zip(preds.keys, pred, preds.probs.tolist(), strict=True):
-            w.writerow([key, k, class_names[k], *(f"{v:.6g}" for v in p)])
-    return path
+    rows = ([key, k, class_names[k], *(f"{v:.6g}" for v in p)]
+            for key, k, p in zip(preds.keys, pred, preds.probs.tolist(), strict=True))
+    # atomic, and text cells (keys, class names) starting with = + - @ are neutralised (files.safe_cell)
+    return write_csv(path, ["key", "pred", "pred_name", *(f"prob_{c}" for c in class_names)], rows)
 
 
 __all__ = ["CONFIG", "FORMAT", "WEIGHTS", "Predictions", "load_classifier", "predict", "read_config",

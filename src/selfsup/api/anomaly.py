@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from selfsup import lock, runs
+from selfsup import files, lock, runs
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
 from selfsup.data.mvtec import is_mvtec, load_mvtec, read_folder_square
@@ -137,7 +137,7 @@ def anomaly_fit(
             "channels": int(images.shape[1]), "normalize": normalize, "data": str(data), "n_train": len(images),
             "memory_bank": list(model.memory_bank.shape), "patchcore": model.config(),
             "fit_seconds": round(time.monotonic() - t0, 2)}
-    out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    files.write_json(out.with_suffix(".json"), info)
     log(f"memory bank {tuple(model.memory_bank.shape)} saved to {out} in {info['fit_seconds']:.1f}s")
     return out
 
@@ -183,7 +183,6 @@ def anomaly_score(
     defaults to the bank's folder. Returns the records (none without masks). A bank of a table or
     series run is scored by ``api.outliers.outlier_score`` (``data_options`` such as ``{"split": "test"}``).
     """
-    import csv
 
     from selfsup.api.outliers import DETECTORS_FILE, outlier_score
 
@@ -218,10 +217,8 @@ def anomaly_score(
     t0 = time.monotonic()
     scores, heatmaps = detector.score(standardize_images(images) if info.get("normalize") == "image" else images)
     log(f"scored {len(images)} images of {data} in {time.monotonic() - t0:.1f}s")
-    with open(out_dir / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "defect", "score"])
-        w.writerows([p, d, f"{float(s):.6g}"] for p, d, s in zip(paths, defects, scores.tolist(), strict=True))
+    files.write_csv(out_dir / "scores.csv", ["path", "defect", "score"],
+                    ([p, d, f"{float(s):.6g}"] for p, d, s in zip(paths, defects, scores.tolist(), strict=True)))
     log(f"scores written to {out_dir / 'scores.csv'}")
     if not mvtec:
         return []
@@ -244,7 +241,7 @@ def anomaly_score(
         idx = np.flatnonzero(d == name)
         idx = idx[np.linspace(0, len(idx) - 1, min(max_figures, len(idx))).round().astype(int)] if len(idx) else idx
         png = plot_anomaly(images[idx], heatmaps[idx], masks[idx], scores[idx], [name] * len(idx))
-        (figures / f"{name}.png").write_bytes(png)
+        files.write_bytes(figures / f"{name}.png", png)
         pick += [int(i) for i in (idx[[0, -1]] if name == "good" and len(idx) > 1 else idx[:1])]
     log(f"heatmaps written to {figures}")
     if report:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from selfsup import distributed, lock, runs
+from selfsup import distributed, files, lock, runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
@@ -261,9 +261,12 @@ def embed(run: str | Path, data: str, out: str | Path, *, max_samples: int | Non
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
-        save_file({"features": f.contiguous(), "labels": y.contiguous()}, str(out), metadata={"keys": json.dumps(keys)})
+        with files.atomic_path(out) as tmp:
+            save_file({"features": f.contiguous(), "labels": y.contiguous()}, str(tmp),
+                      metadata={"keys": json.dumps(keys)})
     else:
-        np.savez(out, features=f.numpy(), labels=y.numpy(), keys=np.array(keys))
+        with files.atomic_open(out if out.suffix == ".npz" else out.with_name(out.name + ".npz"), "wb") as fh:
+            np.savez(fh, features=f.numpy(), labels=y.numpy(), keys=np.array(keys))
     log(f"wrote {len(f)} embeddings of width {f.shape[1]} to {out}" + (f"; {skips.summary()}" if skips.total else ""))
     return out
 
@@ -418,7 +421,7 @@ def evaluate_curve(
         return recs
     path = out / runs.FIGURES / "label_efficiency.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
+    files.write_bytes(path, png)
     log(f"label-efficiency curve written to {path}")
     return recs
 

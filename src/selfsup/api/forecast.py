@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup import lock, runs
+from selfsup import files, lock, runs
 from selfsup.api.common import Log, say
 from selfsup.evaluate.records import format_table, merge_records, record
 from selfsup.hardware import resolve_device
@@ -168,7 +168,7 @@ def _figure(run: Path, name: str, horizon: int, shown: dict, log: Log) -> None:
     png = plot_forecasts(shown["inputs"][:, c], shown["truth"][:, c], preds, f"{name}: horizon {horizon}, channel {c}")
     folder = run / runs.FIGURES
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "forecast.png").write_bytes(png)
+    files.write_bytes(folder / "forecast.png", png)
     log(f"forecasts drawn to {folder / 'forecast.png'}")
 
 

@@ -16,14 +16,13 @@ long series at its training border (the UCR anomaly file's, NAB's 15 % probation
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 from safetensors.torch import load_file, save_file
 
-from selfsup import lock, runs
+from selfsup import files, lock, runs
 from selfsup.api.common import Log, say
 from selfsup.data import open_source
 from selfsup.data.inputs import as_inputs, rows, take
@@ -69,10 +68,11 @@ def outlier_fit(run: str | Path, data: str, *, out: str | Path | None = None, da
     path = path / DETECTORS_FILE if path.suffix != ".safetensors" else path
     lock.hold(path.parent)  # one writer per folder
     inputs = x if isinstance(x, dict) else {spec.input_key: x}
-    save_file({"embeddings": emb.contiguous(), **{k: v.contiguous() for k, v in inputs.items()}}, str(path))
+    with files.atomic_path(path) as tmp:
+        save_file({"embeddings": emb.contiguous(), **{k: v.contiguous() for k, v in inputs.items()}}, str(tmp))
     info = {"run": runs.canonical(run), "data": str(data), "data_options": options, "modality": spec.modality,
             "n_available": n, "n_bank": rows(x), "seed": seed, "split": SPLIT_NOTE.get(options.get("split", ""), "")}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    files.write_json(path.with_suffix(".json"), info)
     log(f"anomaly bank of {rows(x)} of {n} training samples of {src.name} ({options['split']} part) saved to {path}")
     return path
 
@@ -130,11 +130,9 @@ def outlier_score(model: str | Path, data: str, *, data_options: dict | None = N
     for folder in dict.fromkeys((out_dir, home)):
         lock.hold(folder)
     labels = _anomaly_labels(y, src.spec.class_names)
-    with open(out_dir / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "label", *(f"{e}_{d}" for e, d in scores)])
-        for i, key in enumerate(keys):
-            w.writerow([key, "" if labels is None else int(labels[i]), *(f"{v[i]:.6g}" for v in scores.values())])
+    files.write_csv(out_dir / "scores.csv", ["key", "label", *(f"{e}_{d}" for e, d in scores)],
+                    ([key, "" if labels is None else int(labels[i]), *(f"{v[i]:.6g}" for v in scores.values())]
+                     for i, key in enumerate(keys)))
     log(f"scored {len(keys)} samples of {src.name} ({options['split']} part); scores in {out_dir / 'scores.csv'}")
     if hasattr(src, "starts"):
         _over_time(home, src, scores, log)
@@ -174,7 +172,7 @@ def _over_time(run: Path, src, scores: dict, log: Log) -> None:
                                  title=f"{src.name}: anomaly scores over time")
     folder = run / runs.FIGURES
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "anomaly_over_time.png").write_bytes(png)
+    files.write_bytes(folder / "anomaly_over_time.png", png)
     log(f"anomaly scores over time drawn to {folder / 'anomaly_over_time.png'}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup import distributed, lock, runs
+from selfsup import distributed, files, lock, runs
 from selfsup.adapt.finetune import FinetuneRecipe
 from selfsup.api.common import Log, say
 from selfsup.api.evaluate import evaluate, report
@@ -296,7 +295,7 @@ def pretrain(
     if guard is not None and guard.history:
         recs += _monitor_records(guard_task, guard, cfg.method_name)
     merge_records(run_dir / runs.METRICS, recs)
-    (run_dir / runs.LOSS_HISTORY).write_text(json.dumps(hist))
+    files.write_json(run_dir / runs.LOSS_HISTORY, hist, indent=None)
     skips = SkipCounter()
     skips.add(module.skipped_examples)
     skipped = f"; {skips.summary(total=module.n_skipped)}" if module.n_skipped else ""

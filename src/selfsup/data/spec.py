@@ -16,7 +16,8 @@ more (docs/architecture.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -77,8 +78,29 @@ class InputSpec:
     schema: dict | None = None
 
     def __post_init__(self) -> None:
-        if self.modality not in MODALITIES:
+        if not isinstance(self.modality, str) or self.modality not in MODALITIES:
             raise ValueError(f"unknown modality {self.modality!r}; known: {', '.join(MODALITIES)}")
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "") -> InputSpec:
+        """The spec stored in a weights file's metadata; ValueError in one line for unknown keys or
+        values of the wrong type (sizes are bounded where the encoder is built, ``encoders.bounds``)."""
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"{where}input_spec is not JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}input_spec should be a JSON object")
+        names = {f.name: f for f in fields(cls)}
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            raise ValueError(f"{where}unknown key(s) in input_spec: {', '.join(map(str, unknown))[:120]}; "
+                             f"known: {', '.join(names)}")
+        for k in ("channels", "image_size", "num_classes", "sample_rate", "num_features", "series_length"):
+            v = data.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"{where}input_spec {k}={v!r} is not a whole number")
+        return cls(**data)
 
     @property
     def input_key(self) -> str:

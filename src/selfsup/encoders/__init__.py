@@ -24,6 +24,7 @@ from torch import nn
 
 from selfsup.data.spec import InputSpec, normalize
 from selfsup.encoders.audio import AudioViT
+from selfsup.encoders.bounds import check_encoder
 from selfsup.encoders.series import PatchTST
 from selfsup.encoders.tabular import FTTransformer
 from selfsup.encoders.vit import PRESETS, VisionTransformer, vit
@@ -122,6 +123,7 @@ def _build_structured(cfg: EncoderConfig, spec: InputSpec) -> nn.Module:
 
 def build_encoder(cfg: EncoderConfig, spec: InputSpec) -> nn.Module:
     """The encoder named by ``cfg`` for inputs shaped like ``spec`` (tables and series: see ``EncoderConfig``)."""
+    check_encoder(cfg, spec)  # sizes from files and references: bounded before anything is allocated
     if spec.modality in MODALITY_ENCODERS:
         return _build_structured(cfg, spec)
     if cfg.name in MODALITY_ENCODERS.values():

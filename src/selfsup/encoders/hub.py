@@ -47,6 +47,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import nn
@@ -180,15 +181,52 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ``torch.load(weights_only=True)``; unwraps ``{"state_dict"|"model": ...}`` and a ``module.`` prefix."""
     path = Path(path)
     if path.name.endswith(".index.json"):
-        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
         state = {}
-        for shard in shards:
-            state |= read_state_dict(path.parent / shard)
+        for shard in index_shards(path):
+            state |= _read_weights(shard)
         return state
+    return _read_weights(path)
+
+
+def index_shards(path: Path) -> list[Path]:
+    """The shard files a sharded-weights index (``model.safetensors.index.json``) names, each checked:
+    inside the index's own folder (no ``..``, absolute paths or links out of it), a weights file that
+    exists, and not an index itself (an index naming itself or another index is refused, not followed)."""
+    try:
+        weight_map = json.loads(path.read_text()).get("weight_map")
+    except (ValueError, AttributeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a weights index (a JSON object with a weight_map): {e}") from None
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{path}: weight_map should map tensor names to shard file names")
+    folder = path.parent.resolve()
+    shards = []
+    for name in sorted(set(weight_map.values())):
+        shard = (path.parent / name).resolve()
+        if not shard.is_relative_to(folder) or Path(name).is_absolute():
+            raise ValueError(f"{path}: shard {name[:80]!r} is outside the model folder {folder}; refused")
+        if shard.name.endswith(".index.json"):
+            raise ValueError(f"{path}: shard {name[:80]!r} is an index itself; nested indexes are refused")
+        if not shard.is_file():
+            raise FileNotFoundError(f"{path}: shard {name[:80]!r} not found in {folder}")
+        shards.append(shard)
+    return shards
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """One weights file (safetensors or a weights-only torch file), unwrapped as ``read_state_dict`` says."""
     if path.suffix == ".safetensors":
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own kinds for a bad header
+            raise ValueError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
     else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - a pickle with code, a torn file, not a torch file at all
+            raise ValueError(f"{path}: refused: not a plain-tensor weights file; selfsup loads weights with "
+                             f"torch.load(weights_only=True) and never unpickles objects ({_first_line(e)})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a dict of tensors")
     while isinstance(state, dict) and len(state) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         key = next((k for k in ("state_dict", "model", "model_state_dict", "module") if k in state), None)
         if key is None:
@@ -201,8 +239,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
 def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A JSON object beside the weights ({} when absent); ValueError in one line when it is not one."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({_first_line(e)})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: should hold a JSON object, not a {type(data).__name__}")
+    return data
 
 
 def _weights_in(folder: Path, names: tuple[str, ...]) -> Path:
@@ -275,7 +327,11 @@ def read_pretrained(ref: str | Path | ModelRef, **options) -> Converted:
         conv = from_torchvision(state, opts.pop("origin", "torchvision"),
                                 float(opts.pop("width_mult")) if "width_mult" in opts else None, source)
     if "image_size" in opts:
-        conv.spec.image_size = int(opts.pop("image_size"))
+        side = opts.pop("image_size")
+        try:
+            conv.spec.image_size = int(side)
+        except (TypeError, ValueError):
+            raise ValueError(f"{source}: image_size={side!r} is not a whole number of pixels") from None
     for key in LOADER_OPTIONS:
         opts.pop(key, None)
     if opts:
@@ -297,7 +353,12 @@ def _override(cfg: EncoderConfig, opts: dict) -> EncoderConfig:
         raise ValueError(f"unknown option(s) {', '.join(bad)}; use {', '.join(LOADER_OPTIONS)} or EncoderConfig fields")
     upd = {k: (tuple(float(x) for x in v.split(",")) if k in ("mean", "std") and isinstance(v, str) else v)
            for k, v in opts.items()}
-    return EncoderConfig.model_validate(cfg.model_dump() | upd)
+    try:
+        return EncoderConfig.model_validate(cfg.model_dump() | upd)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = ".".join(str(x) for x in err.get("loc", ())) or "option"
+        raise ValueError(f"option {name}={upd.get(name, '?')!r}: {err.get('msg', 'invalid')}") from None
 
 
 # ---------------------------------------------------------------------------------------------- tokenizers

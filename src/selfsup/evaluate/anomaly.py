@@ -25,6 +25,7 @@ from torch import nn
 from selfsup.data.spec import as_tensor, normalize, to_float
 from selfsup.encoders.inference import encode_images
 from selfsup.evaluate.records import record
+from selfsup.files import atomic_path
 
 # ----------------------------------------------------------------------------- preprocessing
 
@@ -319,8 +320,9 @@ class PatchCore:
 
         if self.memory_bank is None:
             raise RuntimeError("nothing to save: fit first")
-        save_file({"memory_bank": self.memory_bank.contiguous()}, str(path),
-                  metadata={"patchcore_config": json.dumps(self.config())})
+        with atomic_path(path) as tmp:
+            save_file({"memory_bank": self.memory_bank.contiguous()}, str(tmp),
+                      metadata={"patchcore_config": json.dumps(self.config())})
 
     @classmethod
     def load(cls, path: str | Path, encoder: nn.Module | None = None) -> PatchCore:

@@ -9,12 +9,11 @@ per-seed values, which are kept in ``values`` so any other summary can be recomp
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from selfsup.files import write_json
 from selfsup.lock import exclusive
 
 # The vocabulary of records, in the order tables and plots show it; every writer and reader uses these.
@@ -124,9 +123,9 @@ def load_records(path: str | Path) -> list[dict]:
 def merge_records(path: str | Path, new: list[dict]) -> list[dict]:
     """Merge ``new`` into the records at ``path``: same identity replaces in place, others append.
 
-    Written atomically (temporary file in the same folder, then rename), under an exclusive lock
-    beside the file (``lock.exclusive``), so merges from several processes at once lose nothing.
-    Returns the merged list.
+    Written atomically as strict JSON (``files.write_json``: a non-finite value is null, with the
+    reason), under an exclusive lock beside the file (``lock.exclusive``), so merges from several
+    processes at once lose nothing. Returns the merged list.
     """
     path = Path(path)
     with exclusive(path):
@@ -143,16 +142,7 @@ def _merge(path: Path, new: list[dict]) -> list[dict]:
         else:
             position[key] = len(records)
             records.append(rec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(records, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, records)  # atomic, strict JSON: a NaN is written as null with the reason
     return records
 
 

@@ -13,7 +13,6 @@ loads with ``timm.create_model("local-dir:FOLDER", pretrained=True)``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from selfsup.encoders import input_stats
 from selfsup.encoders.convert.hf import HF_VIT_BLOCK, hf_vit_state
 from selfsup.encoders.layers import GluMlp, LayerScale, Mlp, QuickGELU
 from selfsup.encoders.vit import VisionTransformer
+from selfsup.files import atomic_path, write_json
 
 
 def to_hf(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -108,9 +108,10 @@ def export_hf(model: VisionTransformer, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in to_hf(model.state_dict()).items()}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(hf_config(model), indent=2))
-    (folder / "preprocessor_config.json").write_text(json.dumps(hf_preprocessor(model), indent=2))
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_json(folder / "config.json", hf_config(model), indent=2)
+    write_json(folder / "preprocessor_config.json", hf_preprocessor(model), indent=2)
     return folder
 
 
@@ -197,6 +198,7 @@ def export_timm(model: VisionTransformer, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("head.")}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_json(folder / "config.json", cfg, indent=2)
     return folder

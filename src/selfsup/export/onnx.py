@@ -19,6 +19,7 @@ from torch import nn
 
 from selfsup.data.spec import InputSpec
 from selfsup.encoders.inference import eval_mode, module_device
+from selfsup.files import atomic_path
 
 
 def example_input(spec_or_example: InputSpec | torch.Tensor, batch: int = 2) -> torch.Tensor:
@@ -52,8 +53,9 @@ def export_onnx(
         kwargs["dynamic_axes"] = {"images": {0: "batch"}, "features": {0: "batch"}}
     with eval_mode(encoder), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(encoder, (x,), str(path), input_names=["images"], output_names=["features"],
-                          opset_version=opset, dynamo=dynamo, **kwargs)
+        with atomic_path(path, keep_suffix=True) as tmp:  # never a half-written model at the target
+            torch.onnx.export(encoder, (x,), str(tmp), input_names=["images"], output_names=["features"],
+                              opset_version=opset, dynamo=dynamo, **kwargs)
     return path
 
 

@@ -35,6 +35,7 @@ from selfsup.evaluate.records import (
     lower_is_better,
     rank_in,
 )
+from selfsup.files import write_bytes, write_text
 from selfsup.interpret import figures as fg
 from selfsup.interpret.attention import is_vit, vit_attention
 from selfsup.interpret.embedding import nearest_neighbours, pca, pick_queries, tsne
@@ -60,7 +61,7 @@ class FigureWriter:
         folder.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, name: str, png: bytes, caption: str, alt: str) -> str:
-        (self.folder / f"{name}.png").write_bytes(png)
+        write_bytes(self.folder / f"{name}.png", png)
         return (f'<figure><img src="{fg.data_uri(png)}" alt="{esc(alt)}">'
                 f"<figcaption>{caption}</figcaption></figure>")
 
@@ -447,7 +448,7 @@ def build_report(
     if tasks:
         subtitle += f" · evaluated on {', '.join(tasks)}"
     out = run_dir / "report.html"
-    out.write_text(render_page(title, subtitle, sections), encoding="utf-8")
+    write_text(out, render_page(title, subtitle, sections))  # atomic: a reader never sees half a page
     return out
 
 

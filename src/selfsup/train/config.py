@@ -68,6 +68,17 @@ class TrainConfig(BaseModel):
     monitor_min_delta: float = Field(0.02, ge=0.0, description="a check counts as fallen below best - min_delta")
     monitor_max_samples: int = Field(2000, ge=2, description="at most this many labelled samples, stratified")
 
+    @field_validator("monitor")
+    @classmethod
+    def _monitor(cls, v: str | None) -> str | None:
+        """The monitor's labelled set is a data path: refused like ``data.path`` when the config is read."""
+        from selfsup.data.sources import SourceError, check_location  # noqa: PLC0415
+
+        try:
+            return None if v is None else check_location(v)
+        except SourceError as e:
+            raise ValueError(str(e)) from None
+
     @field_validator("budget")
     @classmethod
     def _budget(cls, v: str | None) -> str | None:
