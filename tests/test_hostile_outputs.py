@@ -289,3 +289,40 @@ def test_cli_refusals_are_one_line_rc_2_without_traceback(tmp_path: Path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (name, proc.stderr[-2000:])
         assert lines[-1].startswith("error: ") and said[name] in lines[-1], (name, proc.stderr[-2000:])
+
+
+# --- inf in series files (item 7) ----------------------------------------------------------------
+
+
+SERIES_WITH_INF = {
+    "Toy_TRAIN.tsv": "1\t0.1\t0.2\t0.3\n2\t0.5\tinf\t0.7\n1\t1\t2\t3\n2\t-Infinity\t1e39\t1\n",
+    "toy.ts": "@problemName toy\n@timeStamps false\n@univariate true\n@classLabel true 1 2\n@data\n"
+              "0.1,0.2,0.3:1\n0.5,inf,0.7:2\n1,2,3:1\n-inf,1e39,1:2\n",
+}
+
+
+@pytest.mark.parametrize("name", list(SERIES_WITH_INF))
+def test_inf_in_a_set_of_series_is_counted_as_for_tables(tmp_path: Path, name: str):
+    """The issue: inf in .tsv / .ts passed silently into training (tables counted it as "not finite").
+    1e39 is finite in float64 but not in float32: counted too."""
+    from selfsup.data import open_source
+
+    path = tmp_path / name
+    path.write_text(SERIES_WITH_INF[name])
+    src = open_source(str(path))  # bad=missing, the default: read as missing and said
+    assert np.isfinite(src.data.values[~np.isnan(src.data.values)]).all() and len(src) == 4
+    assert "3 infinite values in 2 series read as missing" in src.summary()
+    skipped = open_source(str(path), bad="skip")
+    assert len(skipped) == 2 and skipped.data.skips.by_reason == {"not finite": 2}
+    assert "not finite" in skipped.summary()
+
+
+def test_inf_in_a_long_series_is_read_as_missing_and_counted(tmp_path: Path):
+    from selfsup.data.sources.windows import read_long_series
+
+    (tmp_path / "long.txt").write_text("\n".join(["1.0"] * 50 + ["inf", "-inf", "1e39"] + ["2.0"] * 50) + "\n")
+    series = read_long_series(tmp_path / "long.txt")
+    assert np.isnan(series.values).sum() == 3 and not np.isinf(series.values).any()
+    assert "3 infinite values read as missing" in " ".join(series.notes)
+    (tmp_path / "long.csv").write_text("a,b\n" + "1,2\n" * 20 + "inf,3\n" + "1,2\n" * 20)
+    assert "1 infinite values read as missing" in " ".join(read_long_series(tmp_path / "long.csv").notes)

@@ -46,8 +46,9 @@ class DataConfig(BaseModel):
         None, description="part of a file that holds both: ADBench's stratified 70/30 split for tables and "
         "sets of series, the benchmark border for a long series (default: all; a long series: train)")
     bad: Literal["missing", "skip"] | None = Field(
-        None, description="table: text or an infinite value in a numeric column is read as missing and counted "
-        "(default), or its row is skipped and counted")
+        None, description="tables and series: text or an infinite value in a numeric column is read as missing "
+        "and counted (default), or its row (a table's) or series (a set's) is skipped and counted; a long series "
+        "always reads it as missing")
     window: int | None = Field(None, ge=1, description="long series: steps per window (default 128)")
     stride: int | None = Field(None, ge=1, description="long series: steps between windows (default 16)")
 

@@ -124,7 +124,7 @@ def _check_inflation(data: bytes) -> None:
     except zlib.error as e:
         raise FormatError("corrupt: deflated DICOM does not inflate") from e
     if total > limit:
-        raise FormatError(f"too large: deflated DICOM inflates past {_bytes(limit)} "
+        raise FormatError(f"too large: deflated DICOM inflates past {_bytes(MAX_DECODED_BYTES)} "
                           f"({_bytes(len(data))} on disk)")
 
 

@@ -124,7 +124,8 @@ def _encode_labels(
 
 def _floats(cells: list[str]) -> np.ndarray:
     """Text values -> float32; "?", "NaN", "" and other missing marks -> NaN. Raises ValueError."""
-    return np.array([np.nan if c.strip().lower() in MISSING else float(c) for c in cells], np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, counted by non_finite
+        return np.array([np.nan if c.strip().lower() in MISSING else float(c) for c in cells], np.float32)
 
 
 def _trim(row: np.ndarray) -> np.ndarray:
@@ -311,17 +312,41 @@ def read_series_npz(path: str | Path) -> SeriesSet:
     return _finish(rows, raw, keys_, None, path, skips, [])
 
 
-def read_series(path: str | Path, *, split: str = "all") -> SeriesSet:
+def non_finite(data: SeriesSet, bad: str = "missing") -> SeriesSet:
+    """Infinite values (``inf`` in the file, or a number beyond float32) as tables treat them
+    (``data.bad``): "missing" reads them as missing (NaN) and says how many in ``notes``; "skip"
+    skips each series holding one, counted as "not finite". (NaN is already "missing" in a series.)"""
+    if bad not in ("missing", "skip"):
+        raise SeriesError(f"bad must be 'missing' or 'skip', not {bad!r}")
+    inf = np.isinf(data.values)
+    if not inf.any():
+        return data
+    rows = inf.any(axis=(1, 2))
+    if bad == "missing":
+        data.values[inf] = np.nan
+        data.notes.append(f"{int(inf.sum())} infinite values in {int(rows.sum())} series read as missing")
+        return data
+    for i in np.flatnonzero(rows):
+        data.skips.add([f"{data.keys[i]}: not finite"])
+    if rows.all():
+        raise SeriesError(f"{data.location}: no usable series ({data.skips.summary()})")
+    kept = data.take(np.flatnonzero(~rows))
+    kept.skips = data.skips
+    return kept
+
+
+def read_series(path: str | Path, *, split: str = "all", bad: str = "missing") -> SeriesSet:
     """A set of series by file kind: ``.ts``, ``.arff``, ``.npz``, else UCR ``.tsv`` / ``.txt``.
 
     ``split``: "all", or the "train" (70 %) / "test" (30 %) part of a file that holds both,
-    stratified by label (``data.splits.holdout_split``, ADBench's rule, seed 0).
+    stratified by label (``data.splits.holdout_split``, ADBench's rule, seed 0). ``bad``: what an
+    infinite value does (``non_finite``).
     """
     if split not in ("all", "train", "test"):
         raise SeriesError(f"split must be one of all, train, test, not {split!r}")
     suffix = Path(path).suffix.lower()
     reader = {".ts": read_ts, ".arff": read_arff, ".npz": read_series_npz}.get(suffix, read_ucr_tsv)
-    data = reader(path)
+    data = non_finite(reader(path), bad)
     if split == "all":
         return data
     train, test = holdout_split(len(data), data.labels)

@@ -28,8 +28,8 @@ KINDS = ("table", "series", "windows")
 KIND_NAMES = {"table": "a table", "series": "a set of series", "windows": "a long series"}
 OPTIONS = {  # what each reader takes (besides schema)
     "table": {"target", "columns", "drop", "bad", "sep", "header", "fit_rows", "split"},
-    "series": {"split"},
-    "windows": {"window", "stride", "start", "end", "fit_rows", "time_column", "columns", "drop", "split"},
+    "series": {"split", "bad"},
+    "windows": {"window", "stride", "start", "end", "fit_rows", "time_column", "columns", "drop", "split", "bad"},
 }
 # a long series is read for its training part unless told otherwise: in one series the future is the test
 DEFAULT_SPLIT = {"table": "all", "series": "all", "windows": "train"}
@@ -138,7 +138,7 @@ def open_structured(spec: str, *, kind: str | None = None, schema: dict | None =
         return SeriesSource(read_series(path, **options))
     from selfsup.data.sources.windows import WindowSource, read_long_series
 
-    read_opts = {k: options.pop(k) for k in ("time_column", "columns", "drop") if k in options}
+    read_opts = {k: options.pop(k) for k in ("time_column", "columns", "drop", "bad") if k in options}
     if schema is not None:
         options.setdefault("window", schema.get("window"))
         options.setdefault("stride", schema.get("stride"))

@@ -108,7 +108,7 @@ def _nab_labels(path: Path, timestamps: np.ndarray | None) -> np.ndarray | None:
 
 def read_long_series(
     path: str | Path, *, time_column: str | None = None, columns: list[str] | None = None,
-    drop: list[str] | None = None,
+    drop: list[str] | None = None, bad: str = "missing",
 ) -> LongSeries:
     """A long series file -> ``LongSeries``.
 
@@ -117,10 +117,24 @@ def read_long_series(
     column that is mostly numbers is a channel (``columns`` / ``drop`` choose); a text cell in a
     channel is read as missing and counted in ``notes``. ``.txt``: whitespace-separated numbers,
     one step per line (columns = channels); a UCR anomaly archive name gives the point labels.
+    An infinite value (or one beyond float32) is read as missing and counted in ``notes``, whatever
+    ``bad`` says: a long series keeps every time step ("skip" cannot drop one without shifting time).
     """
     path = Path(path)
-    if path.suffix.lower() == ".txt":
-        return _read_txt_series(path)
+    if bad not in ("missing", "skip"):
+        raise SeriesError(f"bad must be 'missing' or 'skip', not {bad!r}")
+    series = _read_txt_series(path) if path.suffix.lower() == ".txt" else _read_csv_series(path, time_column,
+                                                                                              columns, drop)
+    inf = np.isinf(series.values)
+    if inf.any():
+        series.values[inf] = np.nan
+        series.notes.append(f"{int(inf.sum())} infinite values read as missing"
+                            + (" (a long series keeps its time steps: not skipped)" if bad == "skip" else ""))
+    return series
+
+
+def _read_csv_series(path: Path, time_column: str | None, columns: list[str] | None,
+                     drop: list[str] | None) -> LongSeries:
     frame = read_frame(path)
     data = frame.data
     tcol = _time_column(data, time_column)
@@ -155,7 +169,8 @@ def read_long_series(
                 continue
             imputed += int(text.sum())
         chans.append(c)
-        values.append(np.where(np.isfinite(v), v, np.nan).astype(np.float32))
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, counted by read_long_series
+            values.append(v.astype(np.float32))
     if not chans:
         raise SeriesError(f"{path}: no numeric columns")
     if imputed:
@@ -173,7 +188,8 @@ def _read_txt_series(path: Path) -> LongSeries:
         raise SeriesError(f"{path}: not a file of numbers ({str(e).splitlines()[0][:100]})") from None
     if values.size == 0:
         raise SeriesError(f"{path}: no values")
-    values = values.T.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, counted by read_long_series
+        values = values.T.astype(np.float32)
     labels, train_end, notes = None, None, []
     m = UCR_ANOMALY.match(path.stem)
     if m:  # UCR anomaly archive 2021 (Wu & Keogh): [start, end) anomalous, [0, train_end) normal
