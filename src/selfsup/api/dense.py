@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from selfsup import files, runs
+from selfsup import runs
 from selfsup.api.common import Log, say
 from selfsup.data.dense import DenseSet, dense_kind, draw_labels, read_dense
 from selfsup.dense.train import DenseRecipe, fit_dense, make_model, predict, score
@@ -21,6 +21,7 @@ from selfsup.encoders import build_encoder
 from selfsup.evaluate.dense import DEFAULT_FRACTION, METRICS, copier, evaluate_dense_protocols
 from selfsup.evaluate.records import format_table, merge_records, record
 from selfsup.evaluate.verdict import format_verdicts, verdicts
+from selfsup.files import atomic_path, write_json
 from selfsup.interpret.dense import per_class_table
 
 DENSE_SIZE = 192  # default side of the square images dense heads read (NEU-DET is 200 px)
@@ -197,9 +198,9 @@ def adapt_dense(
         log("test: " + ", ".join(f"{m} {s[m]:.4f}" for m in metrics))
     out.mkdir(parents=True, exist_ok=True)
     runs.write_encoder(model.pyramid.encoder.state_dict(), enc_cfg, spec, out / ENCODER_FILE)
-    with files.atomic_path(out / MODEL_FILE) as tmp:
+    with atomic_path(out / MODEL_FILE) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    files.write_json(out / INFO_FILE, meta)
+    write_json(out / INFO_FILE, meta)
     log(f"saved the {task} model to {out} ({seconds:.0f} s)")
     return out
 
@@ -278,13 +279,13 @@ def predict_dense(model_dir: str | Path, data: str, out: str | Path | None = Non
             if coco_ids is not None and coco_ids[i] is not None:
                 r["image_id"] = coco_ids[i]
         out.parent.mkdir(parents=True, exist_ok=True)
-        files.write_json(out, res, indent=None)
+        write_json(out, res, indent=None)
         summary = {"images": len(ds), "skipped": ds.skipped, "detections": len(res), "out": str(out)}
     else:
         out.mkdir(parents=True, exist_ok=True)
         for key, m, (h, w) in zip(ds.keys, preds, ds.sizes, strict=True):
             img = Image.fromarray(m.to(torch.uint8).numpy()).resize((w, h), Image.NEAREST)
-            with files.atomic_path(out / f"{Path(key).stem}.png") as tmp:
+            with atomic_path(out / f"{Path(key).stem}.png") as tmp:
                 img.save(tmp, format="PNG")
         summary = {"images": len(ds), "skipped": ds.skipped, "masks": str(out), "classes": meta["class_names"]}
     log(f"predicted {summary['images']} images ({ds.skipped} skipped) -> {out}")

@@ -224,7 +224,8 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - a pickle with code, a torn file, not a torch file at all
             raise ValueError(f"{path}: refused: not a plain-tensor weights file; selfsup loads weights with "
-                             f"torch.load(weights_only=True) and never unpickles objects ({_first_line(e)})") from None
+                             f"torch.load(weights_only=True) and never unpickles objects ({_unpickler_reason(e)})") \
+                from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: holds a {type(state).__name__}, not a dict of tensors")
     while isinstance(state, dict) and len(state) and not any(isinstance(v, torch.Tensor) for v in state.values()):
@@ -242,6 +243,14 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+def _unpickler_reason(e: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what was refused ("Unsupported global:
+    GLOBAL builtins.print ..."), without its advice to load the file unsafely."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    line = next((x.strip() for x in text.splitlines() if "WeightsUnpickler error" in x), None)
+    return line.split("WeightsUnpickler error:", 1)[1].split(". ")[0].strip()[:160] if line else _first_line(e)
 
 
 def _json(path: Path) -> dict:
