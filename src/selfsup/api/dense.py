@@ -21,7 +21,7 @@ from selfsup.encoders import build_encoder
 from selfsup.evaluate.dense import DEFAULT_FRACTION, METRICS, copier, evaluate_dense_protocols
 from selfsup.evaluate.records import format_table, merge_records, record
 from selfsup.evaluate.verdict import format_verdicts, verdicts
-from selfsup.files import atomic_path, write_json
+from selfsup.files import atomic_path, write_bytes, write_json
 from selfsup.interpret.dense import per_class_table
 
 DENSE_SIZE = 192  # default side of the square images dense heads read (NEU-DET is 200 px)
@@ -214,7 +214,7 @@ def _figures(model: torch.nn.Module, test: DenseSet, out: Path, log: Log, n: int
     png = plot_detections(sub, p) if test.task == "detect" else plot_masks(sub, p)
     path = out / "figures" / "dense_examples.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
+    write_bytes(path, png)
     log(f"predictions beside the ground truth: {path}")
     return path
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from selfsup.dense.boxes import peaks
 from selfsup.dense.heads import CenterNet
+from selfsup.files import atomic_path
 
 
 class Exported(nn.Module):
@@ -42,9 +43,9 @@ def export_dense_onnx(model: nn.Module, channels: int, size: int, path: str | Pa
     wrapped = Exported(model.eval()).eval()
     names = ["boxes", "scores", "classes"] if isinstance(model, CenterNet) else ["logits"]
     x = torch.rand(2, channels, size, size)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(path, keep_suffix=True) as tmp:  # never half a model at path
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapped, (x,), str(path), input_names=["images"], output_names=names,
+        torch.onnx.export(wrapped, (x,), str(tmp), input_names=["images"], output_names=names,
                           opset_version=opset, dynamo=False,
                           dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in names}})
     return path
