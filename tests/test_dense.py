@@ -311,3 +311,15 @@ def test_camvid_cli_evaluate_segment(tmp_path):
     assert {(r["encoder"], r["metric"]) for r in recs} >= {("ssl", "miou"), ("scratch", "dice"),
                                                           ("ssl", "miou_difference")}
     assert all(0 <= r["mean"] <= 1 for r in recs if r["metric"] in ("miou", "dice"))
+
+
+def test_dense_refuses_a_protocol_it_does_not_have_before_reading_data(tmp_path):
+    """`adapt --task detect --protocol lora` used to fine-tune silently; now one line, nothing written."""
+    from selfsup.api.dense import adapt_dense, evaluate_dense
+
+    missing = str(tmp_path / "nowhere.json")  # never read: the protocol is checked first
+    with pytest.raises(ValueError, match="lora is not available"):
+        adapt_dense("selfsup:series-small", missing, task="detect", protocol="lora", out=tmp_path / "m")
+    with pytest.raises(ValueError, match="knn is not available"):
+        evaluate_dense("selfsup:series-small", missing, task="segment", protocols=("linear", "knn"))
+    assert not (tmp_path / "m").exists()

@@ -166,7 +166,7 @@ def evaluate(
             run, data, task=task, train_data=train_data, protocols=_csv(protocol) or ["linear", "finetune"],
             baselines=None if baselines is None else _csv([baselines]) or [], shots=_csv(shots, int),
             label_fractions=_csv(label_fraction, float), seeds=min(seeds, finetune_seeds), image_size=image_size,
-            head=head, foundation=foundation, max_samples=max_samples, log=_log_for(as_json),
+            head=head, foundation=foundation, max_samples=max_samples, device=device, log=_log_for(as_json),
             recipe=None if max_steps is None else DenseRecipe(max_steps=max_steps))
         _emit(records, as_json)
         return
@@ -231,7 +231,7 @@ def adapt(
         changes = {k: v for k, v in {"max_steps": max_steps, "lr": lr}.items() if v is not None}
         model_dir = adapt_dense(run, data, task=task, shots=shots, label_fraction=label_fraction,
                                 recipe=DenseRecipe(**changes),
-                                protocol="linear" if protocol == "linear" else "finetune", head=head,
+                                protocol=protocol, head=head, device=device,
                                 image_size=image_size, seed=seed, test_data=test_data, max_samples=max_samples,
                                 out=out, log=_log_for(as_json))
         _emit(load_records(model_dir / "metrics.json"), as_json)

@@ -13,15 +13,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from selfsup import runs
+from selfsup import lock, runs
 from selfsup.api.common import Log, say
 from selfsup.data.dense import DenseSet, dense_kind, draw_labels, read_dense
-from selfsup.dense.train import DenseRecipe, fit_dense, make_model, predict, score
+from selfsup.dense.train import PROTOCOLS, DenseRecipe, fit_dense, make_model, predict, score
 from selfsup.encoders import build_encoder
 from selfsup.evaluate.dense import DEFAULT_FRACTION, METRICS, copier, evaluate_dense_protocols
 from selfsup.evaluate.records import format_table, merge_records, record
 from selfsup.evaluate.verdict import format_verdicts, verdicts
 from selfsup.files import atomic_path, write_bytes, write_json
+from selfsup.hardware import resolve_device
 from selfsup.interpret.dense import per_class_table
 
 DENSE_SIZE = 192  # default side of the square images dense heads read (NEU-DET is 200 px)
@@ -74,6 +75,17 @@ def _read_pair(task: str, data: str, train_data: str | None, channels: int, size
     return pool, test
 
 
+def _check_dense(protocols: Sequence[str], device: str, log: Log) -> None:
+    """Refuse a protocol dense tasks do not have (before any data is read) and say where they run."""
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"detect/segment protocols are {', '.join(PROTOCOLS)}; {', '.join(unknown)} is not "
+                         "available for them")
+    if resolve_device(device).type != "cpu":
+        log(f"note: detection and segmentation train on the CPU in this release (--device {device} is not used)")
+
+
+@lock.writes
 def evaluate_dense(
     run: str | Path,
     data: str,
@@ -91,6 +103,7 @@ def evaluate_dense(
     recipe: DenseRecipe | None = None,
     max_samples: int | None = None,
     out: str | Path | None = None,
+    device: str = "auto",
     log: Log = say,
 ) -> list[dict]:
     """Few-label detection or segmentation with a run's (or public model's) encoder, beside the same
@@ -100,6 +113,7 @@ def evaluate_dense(
     ``label_fractions`` default to 0.1 for boxes, 0.25 for masks."""
     if task not in TASKS:
         raise ValueError(f"--task must be classify, detect or segment, not {task!r}")
+    _check_dense(protocols, device, log)
     primary = "foundation" if runs.is_reference(run) else "ssl"
     if primary == "foundation" and foundation is not None:
         raise ValueError(f"{run} is itself a public model; give a run folder to compare with --foundation")
@@ -130,6 +144,7 @@ def evaluate_dense(
             r["model"] = runs.canonical(foundation if primary == "ssl" else run)
     judged = verdicts(recs, encoder=primary, metrics=METRICS[task])
     out_dir = Path(out) if out is not None else runs.results_dir(run, log)
+    lock.hold(out_dir)
     merge_records(out_dir / runs.METRICS, recs + judged)
     log(format_table(recs))
     if judged:
@@ -138,6 +153,7 @@ def evaluate_dense(
     return recs + judged
 
 
+@lock.writes
 def adapt_dense(
     run: str | Path,
     data: str,
@@ -153,6 +169,7 @@ def adapt_dense(
     recipe: DenseRecipe | None = None,
     max_samples: int | None = None,
     out: str | Path | None = None,
+    device: str = "auto",
     log: Log = say,
 ) -> Path:
     """Train a detector or segmenter on few labelled images of ``data`` (all without a budget); save it.
@@ -164,6 +181,7 @@ def adapt_dense(
         raise ValueError(f"--task must be detect or segment here, not {task!r}")
     if shots is not None and label_fraction is not None:
         raise ValueError("give --shots or --label-fraction, not both")
+    _check_dense([protocol], device, log)
     encoder, spec, enc_cfg = runs.load_encoder(run)
     size = dense_size(encoder, image_size)
     channels = spec.channels if spec.modality == "image" else 3
@@ -180,6 +198,7 @@ def adapt_dense(
     model, info = fit_dense(lambda: make_model(task, copier(encoder)(), pool.num_classes, head), labelled,
                             recipe or DenseRecipe(), protocol, seed, log=log)
     seconds = time.perf_counter() - t0
+    lock.hold(out)  # one writer per model folder, taken once there is something to write
     meta = {"task": task, "class_names": pool.class_names, "image_size": size, "channels": channels, "head": head,
             "protocol": protocol, "source": runs.canonical(run), "n_labels": len(labelled), "seed": seed,
             "chosen": info, "seconds": round(seconds, 1)}
