@@ -100,3 +100,26 @@ def test_anomaly_fit_and_score_with_a_shipped_model(tmp_path, monkeypatch):
     got = {(r["encoder"], r["detector"]) for r in recs if r["metric"] == "auroc"}
     assert {("foundation", "knn"), ("foundation", "ensemble"), ("raw", "iforest")} <= got
     assert all(r["model"] == "selfsup:series-small" for r in recs if r["encoder"] == "foundation")
+
+
+@pytest.mark.skipif(not (WEIGHTS / GENERALISTS["series-small"]).is_file(), reason="series-small not trained here")
+def test_report_takes_a_model_reference(tmp_path, monkeypatch):
+    """`selfsup report REF --data D` (issue 23: report accepts model references like every other
+    command): the report of the reference's embedding map goes to its results folder, never elsewhere."""
+    from typer.testing import CliRunner
+
+    from selfsup.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 64)
+    rows = [[c] + list(np.sin(2 * np.pi * (2 + 3 * c) * t + rng.uniform(0, 6)) + 0.1 * rng.normal(size=64))
+            for c in (0, 1) for _ in range(12)]
+    np.savetxt(tmp_path / "Toy_TEST.tsv", np.array(rows), delimiter="\t")
+    res = CliRunner().invoke(app, ["report", "selfsup:series-small", "--data", str(tmp_path / "Toy_TEST.tsv")])
+    assert res.exit_code == 0, res.output
+    made = list((tmp_path / "runs").glob("series-small-*/report.html"))
+    assert len(made) == 1 and "<html" in made[0].read_text().lower()
+    assert (made[0].parent / "reference.json").is_file()
+    res = CliRunner().invoke(app, ["report", "selfsup:series-small"])  # no run config to fall back on
+    assert res.exit_code != 0 and "give --data" in str(res.exception)

@@ -121,7 +121,7 @@ def test_lock_is_reentrant_in_one_process_and_released_on_return(tmp_path):
 @pytest.mark.slow  # two interpreters importing torch
 def test_two_processes_merging_at_once_lose_no_record(tmp_path):
     path = tmp_path / "metrics.json"
-    n = 150
+    n = 300  # the attack: 2 x 300 merges kept 348 of 600 records before the lock
     code = ("import sys; from selfsup.evaluate.records import merge_records, record\n"
             "tag, n = sys.argv[2], int(sys.argv[3])\n"
             "for i in range(n):\n"

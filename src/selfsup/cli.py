@@ -337,8 +337,9 @@ def retrieve(
 
 @app.command()
 def report(
-    run: Annotated[Path, typer.Argument(help="run folder")],
-    data: Annotated[str | None, typer.Option(help="images for the figures (default: the run's data)")] = None,
+    run: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    data: Annotated[str | None, typer.Option(help="samples for the figures (default: the run's data; "
+                                             "required for a model reference)")] = None,
 ) -> None:
     """Write RUN/report.html: results, curves, reconstructions, attention and embedding maps.
 

@@ -207,24 +207,36 @@ def _pretrained_part(run: Path, data: str) -> dict | None:
 
 @lock.writes
 def report(run: str | Path, data: str | None = None, *, max_images: int = 500, log: Log = say) -> Path:
-    """Write ``RUN/report.html``: results, curves, reconstructions, attention and embedding maps."""
+    """Write ``RUN/report.html``: results, curves, reconstructions, attention and embedding maps.
+
+    ``run`` may also be a model reference (``hf:``, ``timm:``, ``selfsup:series-small``...): the report of
+    its embedding (and, for a ViT, attention) maps on ``data`` goes to its results folder."""
     from selfsup.interpret.report import build_report
 
-    run = Path(run)
-    method = runs.load_method(run)
+    encoder = spec = None
+    if runs.is_reference(run):  # a public or shipped model: its embedding and attention maps on `data`
+        if data is None:
+            raise ValueError(f"{run} is a model reference, not a run: give --data for the report's figures")
+        method = None
+        encoder, spec, _ = runs.load_encoder(run)
+        run = runs.results_dir(run, log)
+    else:
+        run = Path(run)
+        method = runs.load_method(run)
     lock.hold(run)
     images = labels = class_names = None
     if data is None:
         data = runs.load_run_config(run).data.path
     try:
-        src = _source_for(method, data)
+        src = _source_for(method, data) if method is not None else open_source(data, **spec.reader_options())
         images, labels = src.arrays(max_images)
         class_names = src.spec.class_names
         if labels is not None and (labels < 0).all():
             labels = None
     except (ValueError, FileNotFoundError, TypeError) as e:
         log(f"report without sample images: {e}")
-    path = build_report(run, method=method, images=images, labels=labels, class_names=class_names)
+    path = build_report(run, method=method, encoder=encoder, spec=spec, images=images, labels=labels,
+                        class_names=class_names)
     log(f"report written to {path}")
     return path
 

@@ -369,12 +369,13 @@ def build_report(
     anomaly: dict | None = None,
     title: str | None = None,
     encoder: nn.Module | None = None,
+    spec=None,
     max_points: int = 1000,
 ) -> Path:
     """Write ``run_dir/report.html`` (and ``run_dir/figures/*.png``) and return the HTML's path.
 
     ``method``: the trained method (its ``encoder`` gives attention and embeddings; a ``reconstruct``
-    method gives MAE reconstructions); ``encoder`` may be passed instead or as well. ``images``:
+    method gives MAE reconstructions); ``encoder`` (with its ``spec``) may be passed instead. ``images``:
     uint8 or uint16 (N, C, H, W) samples of the data with optional ``labels`` (N,) and ``class_names``;
     at most ``max_points`` of them are embedded. For a table or series method ``images`` are its
     inputs (``data.inputs``) and the sections are ``interpret.structured``'s (reconstructions,
@@ -393,7 +394,7 @@ def build_report(
         encoder = getattr(method, "encoder", None)
         if encoder is None and hasattr(method, "num_features"):  # a bare encoder passed as the method
             encoder = method
-    spec = getattr(method, "spec", None)
+    spec = spec if spec is not None else getattr(method, "spec", None)
     structured = spec is not None and spec.modality in ("table", "series")
     if images is not None and not structured:
         images = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
