@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -10,49 +9,25 @@ from typing import Annotated
 
 import typer
 
+from selfsup.cli_anomaly import anomaly_app
+from selfsup.cli_options import (
+    MODEL_REF,
+    SOURCE_HELP,
+    TASK_HELP,
+    DeviceOption,
+    csv_list,
+    data_options,
+    emit,
+    log_for,
+)
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Self-supervised pretraining and few-label evaluation, from raw data to a verdict.\n\n"
                   "Example: selfsup pretrain --method mae --data photos/ --budget 10m --out runs/mae; "
                   "selfsup evaluate runs/mae --data labelled/ --shots 1,5,10")
+app.add_typer(anomaly_app, name="anomaly")
 
 
-MODEL_REF = ("a run folder or a public model: hf:ORG/NAME, timm:NAME.TAG, open_clip:ARCH/TAG, torchvision:FILE "
-             "(?origin=keras), selfsup:series-small (shipped), or a local folder/file of those")
-SOURCE_HELP = "run folder, or a public model with no run: " + MODEL_REF.split(" or a public model: ")[1]
-DeviceOption = Annotated[str, typer.Option(
-    help="where the network runs: auto (the GPU when present, else the CPU), cpu, cuda, cuda:N or mps")]
-
-
-def _csv(values: list[str] | None, cast=str) -> list | None:
-    if not values:
-        return None
-    out = []
-    for v in values:
-        out += [cast(x) for x in str(v).split(",") if x.strip()]
-    return out
-
-
-def _data_options(target: str | None = None, columns: list[str] | None = None, drop: list[str] | None = None,
-                  split: str | None = None, window: int | None = None, stride: int | None = None) -> dict:
-    """The table / series flags given, as ``config.DataConfig`` fields."""
-    given = {"target": target, "columns": _csv(columns), "drop": _csv(drop), "split": split, "window": window,
-             "stride": stride}
-    return {k: v for k, v in given.items() if v is not None}
-
-
-TASK_HELP = ("classify (default), detect (boxes: COCO .json, Pascal-VOC or YOLO folders; CenterNet head) or "
-             "segment (images/ + masks/ folders, MVTec ground_truth/)")
-
-
-def _emit(records: list[dict], as_json: bool) -> None:
-    if as_json:
-        from selfsup.files import json_text
-
-        print(json_text(records, indent=None), end="", flush=True)  # strict JSON: NaN as null
-
-
-def _log_for(as_json: bool):
-    return (lambda m: print(m, file=sys.stderr, flush=True)) if as_json else (lambda m: print(m, flush=True))
 
 
 @app.command()
@@ -110,9 +85,9 @@ def pretrain(
 
     run = api.pretrain(data, method, config=config, overrides=overrides or [], out=out, budget=budget,
                        steps=steps, epochs=epochs, resume=resume, init=init, teacher=teacher, monitor=monitor,
-                       log=_log_for(as_json), data_options=_data_options(target, columns, drop, split, window, stride),
+                       log=log_for(as_json), data_options=data_options(target, columns, drop, split, window, stride),
                        device=device)
-    _emit(load_records(run / "metrics.json"), as_json)
+    emit(load_records(run / "metrics.json"), as_json)
 
 
 @app.command()
@@ -163,22 +138,22 @@ def evaluate(
         from selfsup.dense.train import DenseRecipe
 
         records = evaluate_dense(
-            run, data, task=task, train_data=train_data, protocols=_csv(protocol) or ["linear", "finetune"],
-            baselines=None if baselines is None else _csv([baselines]) or [], shots=_csv(shots, int),
-            label_fractions=_csv(label_fraction, float), seeds=min(seeds, finetune_seeds), image_size=image_size,
-            head=head, foundation=foundation, max_samples=max_samples, device=device, log=_log_for(as_json),
+            run, data, task=task, train_data=train_data, protocols=csv_list(protocol) or ["linear", "finetune"],
+            baselines=None if baselines is None else csv_list([baselines]) or [], shots=csv_list(shots, int),
+            label_fractions=csv_list(label_fraction, float), seeds=min(seeds, finetune_seeds), image_size=image_size,
+            head=head, foundation=foundation, max_samples=max_samples, device=device, log=log_for(as_json),
             recipe=None if max_steps is None else DenseRecipe(max_steps=max_steps))
-        _emit(records, as_json)
+        emit(records, as_json)
         return
     job = api.evaluate_curve if curve else api.evaluate
     records = job(
-        run, data, protocols=_csv(protocol) or list(FEW_LABEL_PROTOCOLS if curve else DEFAULT_PROTOCOLS),
-        baselines=None if baselines is None else _csv([baselines]) or [],
-        shots=_csv(shots, int), label_fractions=_csv(label_fraction, float),
+        run, data, protocols=csv_list(protocol) or list(FEW_LABEL_PROTOCOLS if curve else DEFAULT_PROTOCOLS),
+        baselines=None if baselines is None else csv_list([baselines]) or [],
+        shots=csv_list(shots, int), label_fractions=csv_list(label_fraction, float),
         seeds=seeds, finetune_seeds=finetune_seeds, train_data=train_data, max_samples=max_samples,
-        foundation=foundation, device=device, devices=devices, log=_log_for(as_json),
+        foundation=foundation, device=device, devices=devices, log=log_for(as_json),
     )
-    _emit(records, as_json)
+    emit(records, as_json)
 
 
 @app.command()
@@ -233,8 +208,8 @@ def adapt(
                                 recipe=DenseRecipe(**changes),
                                 protocol=protocol, head=head, device=device,
                                 image_size=image_size, seed=seed, test_data=test_data, max_samples=max_samples,
-                                out=out, log=_log_for(as_json))
-        _emit(load_records(model_dir / "metrics.json"), as_json)
+                                out=out, log=log_for(as_json))
+        emit(load_records(model_dir / "metrics.json"), as_json)
         return
     if protocol not in ADAPT_RECIPES:
         raise ValueError(f"unknown --protocol {protocol!r}; choose from {', '.join(ADAPT_RECIPES)}")
@@ -242,8 +217,8 @@ def adapt(
     recipe = replace(ADAPT_RECIPES[protocol], **changes) if changes else None
     model_dir = api.adapt(run, data, shots=shots, label_fraction=label_fraction, protocol=protocol, out=out, seed=seed,
                           val_fraction=val_fraction, recipe=recipe, lora_rank=rank, lora_alpha=alpha, merge=merge,
-                          max_samples=max_samples, test_data=test_data, device=device, log=_log_for(as_json))
-    _emit(load_records(model_dir / "metrics.json"), as_json)
+                          max_samples=max_samples, test_data=test_data, device=device, log=log_for(as_json))
+    emit(load_records(model_dir / "metrics.json"), as_json)
 
 
 @app.command()
@@ -266,10 +241,10 @@ def predict(
         from selfsup.api.dense import predict_dense
 
         summary = predict_dense(model, data, None if out == Path("preds.csv") else out, max_samples=max_samples,
-                                log=_log_for(as_json))
+                                log=log_for(as_json))
     else:
         summary = api.predict(model, data, out, max_samples=max_samples, batch_size=batch_size, device=device,
-                              log=_log_for(as_json))
+                              log=log_for(as_json))
     if as_json:
         from selfsup.files import json_text
 
@@ -293,8 +268,8 @@ def demo(
     """
     from selfsup import api
 
-    records = api.demo(out=out, steps=steps, budget=budget, device=device, log=_log_for(as_json))
-    _emit(records, as_json)
+    records = api.demo(out=out, steps=steps, budget=budget, device=device, log=log_for(as_json))
+    emit(records, as_json)
 
 
 @app.command("zero-shot")
@@ -313,9 +288,9 @@ def zero_shot(
     """
     from selfsup import api
 
-    recs = api.zero_shot(run, data, _csv(classes), templates=template, max_samples=max_samples, device=device,
-                         log=_log_for(as_json))
-    _emit(recs, as_json)
+    recs = api.zero_shot(run, data, csv_list(classes), templates=template, max_samples=max_samples, device=device,
+                         log=log_for(as_json))
+    emit(recs, as_json)
 
 
 @app.command()
@@ -332,7 +307,7 @@ def retrieve(
     """
     from selfsup import api
 
-    _emit(api.retrieve(run, data, max_samples=max_samples, device=device, log=_log_for(as_json)), as_json)
+    emit(api.retrieve(run, data, max_samples=max_samples, device=device, log=log_for(as_json)), as_json)
 
 
 @app.command()
@@ -399,76 +374,6 @@ def datasets() -> None:
     print(describe_sources())
 
 
-anomaly_app = typer.Typer(no_args_is_help=True, help="Anomaly detection: PatchCore memory banks, image "
-                          "scores and pixel heatmaps; per-row / per-window scores for tables and series.\n\n"
-                          "Example: selfsup anomaly fit runs/mae --data mvtec/tile; "
-                          "selfsup anomaly score runs/mae/anomaly --data mvtec/tile")
-app.add_typer(anomaly_app, name="anomaly")
-
-
-@anomaly_app.command("fit")
-def anomaly_fit(
-    data: Annotated[str, typer.Option(help="normal images: an MVTec-AD root (uses train/good), a folder or "
-                                      "any --data source")],
-    run: Annotated[str | None, typer.Argument(help="whose encoder gives the patch features: " + SOURCE_HELP)]
-    = None,
-    raw: Annotated[bool, typer.Option("--raw", help="raw pixel patches instead of a run's encoder (baseline)")] = False,
-    out: Annotated[Path | None, typer.Option(help="bank file (default RUN/anomaly/patchcore.safetensors)")] = None,
-    image_size: Annotated[int | None, typer.Option(help="image side (default the run's or the model's; with --raw "
-                                                   "8x8 patches of --patch, at most the data's short side)")] = None,
-    coreset: Annotated[float, typer.Option(help="memory bank as a fraction of all training patches")] = 0.1,
-    layers: Annotated[list[str] | None, typer.Option(help="encoder blocks, 0-based (default the two at mid-depth)")]
-    = None,
-    patch: Annotated[int, typer.Option(help="raw pixel patch side (with --raw)")] = 8,
-    normalize: Annotated[str, typer.Option(help="image: per-image brightness/contrast standardisation (also "
-                                           "applied when scoring), or none")] = "image",
-    max_samples: Annotated[int | None, typer.Option(help="cap on normal images read")] = None,
-    split: Annotated[str | None, typer.Option(help="tables and series: the part to fit on (default train: "
-                                               "ADBench's stratified 70 %; a long series' training part)")] = None,
-    device: DeviceOption = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="print a summary as JSON last")] = False,
-) -> None:
-    """Build a PatchCore memory bank (greedy coreset of patch features) from normal images; with a table or
-    series run, keep its training rows (or windows) for the detectors.
-
-    Example: selfsup anomaly fit runs/mae --data mvtec/tile   (MVTec layout: uses train/good)
-    """
-    if (run is None) == (not raw):
-        raise ValueError("give a RUN folder (selfsup anomaly fit runs/mae --data D) or --raw for raw pixel patches, "
-                         "not both or neither")
-    from selfsup import api
-
-    bank = api.anomaly_fit(None if raw else run, data, out=out, image_size=image_size, coreset=coreset,
-                           layers=_csv(layers, int), pixel_patch=patch, normalize=normalize, max_samples=max_samples,
-                           data_options=_data_options(split=split), device=device,
-                           log=_log_for(as_json))
-    if as_json:
-        print(json.dumps({"bank": str(bank), **json.loads(bank.with_suffix(".json").read_text())}), flush=True)
-
-
-@anomaly_app.command("score")
-def anomaly_score(
-    model: Annotated[Path, typer.Argument(help="bank written by `selfsup anomaly fit` (file or its folder)")],
-    data: Annotated[str, typer.Option(help="MVTec-AD root (scores test/ against ground_truth/) or an image folder")],
-    out: Annotated[Path | None, typer.Option(help="folder for scores.csv and heatmaps (default the bank's)")] = None,
-    report: Annotated[bool, typer.Option(help="add the anomaly heatmaps to the run's report.html")] = True,
-    split: Annotated[str | None, typer.Option(help="tables and series: the part to score (default test when it "
-                                               "is the file the bank was fitted on, else all)")] = None,
-    device: DeviceOption = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="print the metrics records as JSON last")] = False,
-) -> None:
-    """Image scores and pixel heatmaps; image and pixel AUROC per defect type when masks exist. Tables and
-    series: every detector's scores (SSL embedding kNN and reconstruction error, IsolationForest, raw kNN),
-    AUROC and AUPRC when the data has anomaly labels.
-
-    Example: selfsup anomaly score runs/mae/anomaly --data mvtec/tile --json
-    """
-    from selfsup import api
-
-    _emit(api.anomaly_score(model, data, out=out, report=report, data_options=_data_options(split=split),
-                            device=device, log=_log_for(as_json)), as_json)
-
-
 @app.command()
 def forecast(
     run: Annotated[str, typer.Argument(help="series " + SOURCE_HELP)],
@@ -489,10 +394,10 @@ def forecast(
     """
     from selfsup import api
 
-    records = api.forecast(run, data, horizons=_csv(horizon, int) or [96, 336], lookback=lookback,
-                           protocols=_csv(protocol) or ["linear", "finetune"], steps=steps, device=device,
-                           log=_log_for(as_json))
-    _emit(records, as_json)
+    records = api.forecast(run, data, horizons=csv_list(horizon, int) or [96, 336], lookback=lookback,
+                           protocols=csv_list(protocol) or ["linear", "finetune"], steps=steps, device=device,
+                           log=log_for(as_json))
+    emit(records, as_json)
 
 
 def resume_alone(argv: list[str]) -> list[str]:

@@ -37,7 +37,6 @@ unpickling arbitrary objects. What a loaded encoder expects travels in its ``Enc
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import urllib.parse
@@ -48,7 +47,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import nn
 
@@ -63,6 +61,7 @@ from selfsup.encoders.convert import (
     from_torchvision,
 )
 from selfsup.encoders.text import TextConfig, TextTransformer, build_text
+from selfsup.encoders.weightfiles import json_beside, read_state_dict, weights_in
 
 SCHEMES = ("hf", "timm", "open_clip", "torchvision", "selfsup")  # selfsup: the shipped models (encoders.generalist)
 LOADER_OPTIONS = ("origin", "width_mult", "arch", "quick_gelu", "revision", "image_size")
@@ -173,106 +172,6 @@ def _open_clip_repo(name: str) -> tuple[str, bool | None]:
     return name, (True if arch.endswith("-quickgelu") else None)
 
 
-# ---------------------------------------------------------------------------------------------- files
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a weights file: safetensors (also a sharded ``*.index.json``), else
-    ``torch.load(weights_only=True)``; unwraps ``{"state_dict"|"model": ...}`` and a ``module.`` prefix."""
-    path = Path(path)
-    if path.name.endswith(".index.json"):
-        state = {}
-        for shard in index_shards(path):
-            state |= _read_weights(shard)
-        return state
-    return _read_weights(path)
-
-
-def index_shards(path: Path) -> list[Path]:
-    """The shard files a sharded-weights index (``model.safetensors.index.json``) names, each checked:
-    inside the index's own folder (no ``..``, absolute paths or links out of it), a weights file that
-    exists, and not an index itself (an index naming itself or another index is refused, not followed)."""
-    try:
-        weight_map = json.loads(path.read_text()).get("weight_map")
-    except (ValueError, AttributeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a weights index (a JSON object with a weight_map): {e}") from None
-    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
-        raise ValueError(f"{path}: weight_map should map tensor names to shard file names")
-    folder = path.parent.resolve()
-    shards = []
-    for name in sorted(set(weight_map.values())):
-        shard = (path.parent / name).resolve()
-        if not shard.is_relative_to(folder) or Path(name).is_absolute():
-            raise ValueError(f"{path}: shard {name[:80]!r} is outside the model folder {folder}; refused")
-        if shard.name.endswith(".index.json"):
-            raise ValueError(f"{path}: shard {name[:80]!r} is an index itself; nested indexes are refused")
-        if not shard.is_file():
-            raise FileNotFoundError(f"{path}: shard {name[:80]!r} not found in {folder}")
-        shards.append(shard)
-    return shards
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """One weights file (safetensors or a weights-only torch file), unwrapped as ``read_state_dict`` says."""
-    if path.suffix == ".safetensors":
-        try:
-            state = load_file(str(path))
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own kinds for a bad header
-            raise ValueError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
-    else:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - a pickle with code, a torn file, not a torch file at all
-            raise ValueError(f"{path}: refused: not a plain-tensor weights file; selfsup loads weights with "
-                             f"torch.load(weights_only=True) and never unpickles objects ({_unpickler_reason(e)})") \
-                from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: holds a {type(state).__name__}, not a dict of tensors")
-    while isinstance(state, dict) and len(state) and not any(isinstance(v, torch.Tensor) for v in state.values()):
-        key = next((k for k in ("state_dict", "model", "model_state_dict", "module") if k in state), None)
-        if key is None:
-            raise ValueError(f"{path}: no tensors at the top level and no state_dict/model entry to unwrap")
-        state = state[key]
-    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k.removeprefix(prefix): v for k, v in state.items()}
-    return state
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else type(e).__name__
-
-
-def _unpickler_reason(e: BaseException) -> str:
-    """The line of torch's weights-only refusal that says what was refused ("Unsupported global:
-    GLOBAL builtins.print ..."), without its advice to load the file unsafely."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-    line = next((x.strip() for x in text.splitlines() if "WeightsUnpickler error" in x), None)
-    return line.split("WeightsUnpickler error:", 1)[1].split(". ")[0].strip()[:160] if line else _first_line(e)
-
-
-def _json(path: Path) -> dict:
-    """A JSON object beside the weights ({} when absent); ValueError in one line when it is not one."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not readable JSON ({_first_line(e)})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: should hold a JSON object, not a {type(data).__name__}")
-    return data
-
-
-def _weights_in(folder: Path, names: tuple[str, ...]) -> Path:
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"{folder}: none of {', '.join(names)}")
-
-
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
                      "open_clip_pytorch_model.bin")
@@ -298,35 +197,35 @@ def read_pretrained(ref: str | Path | ModelRef, **options) -> Converted:
     path = resolve(ref)
     opts: dict = {}
     if path.is_file() and path.with_suffix(".json").is_file() and path.suffix != ".json":
-        opts |= _json(path.with_suffix(".json"))  # sidecar
+        opts |= json_beside(path.with_suffix(".json"))  # sidecar
     opts |= ref.options | options
     source = str(ModelRef(ref.scheme, ref.name))
     folder = path if path.is_dir() else path.parent
     scheme = ref.scheme
     if path.is_dir():
-        cfg = _json(folder / "config.json")
+        cfg = json_beside(folder / "config.json")
         if scheme is None:
             scheme = ("hf" if "model_type" in cfg else "timm" if "architecture" in cfg
                       else "open_clip" if (folder / "open_clip_config.json").is_file() else None)
         if scheme is None:
             raise ValueError(f"{path}: no config.json (Hugging Face / timm) or open_clip_config.json")
-        weights = _weights_in(folder, OPEN_CLIP_WEIGHTS if scheme == "open_clip" else HF_WEIGHTS)
+        weights = weights_in(folder, OPEN_CLIP_WEIGHTS if scheme == "open_clip" else HF_WEIGHTS)
     else:
         weights = path
     state = read_state_dict(weights)
     scheme = scheme or _detect(state)
 
     if scheme == "hf":
-        cfg = _json(folder / "config.json")
+        cfg = json_beside(folder / "config.json")
         if "model_type" not in cfg:
             raise ValueError(f"{folder}: Hugging Face weights need the model's config.json beside them")
-        conv = from_hf(state, cfg, _json(folder / "preprocessor_config.json"), source)
+        conv = from_hf(state, cfg, json_beside(folder / "preprocessor_config.json"), source)
     elif scheme == "timm":
-        cfg = _json(folder / "config.json") if path.is_dir() else {}
+        cfg = json_beside(folder / "config.json") if path.is_dir() else {}
         conv = from_timm(state, opts.pop("arch", None) or cfg.get("architecture"), cfg.get("pretrained_cfg"),
                          cfg.get("model_args"), cfg.get("global_pool") or None, source)
     elif scheme == "open_clip":
-        oc = _json(folder / "open_clip_config.json")
+        oc = json_beside(folder / "open_clip_config.json")
         qg = opts.pop("quick_gelu", None)
         if qg is None and ref.scheme == "open_clip" and not Path(ref.name).exists():
             qg = _open_clip_repo(ref.name)[1]
@@ -376,7 +275,7 @@ def _override(cfg: EncoderConfig, opts: dict) -> EncoderConfig:
 def _special_id(folder: Path, tok: Tokenizer, role: str) -> int | None:
     """Id of the ``pad_token`` / ``eos_token`` named in tokenizer_config.json or special_tokens_map.json."""
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        v = _json(folder / name).get(role)
+        v = json_beside(folder / name).get(role)
         v = v.get("content") if isinstance(v, dict) else v
         if isinstance(v, str) and tok.token_to_id(v) is not None:
             return tok.token_to_id(v)
@@ -525,7 +424,7 @@ def load_mae_decoder(ref: str | Path, **options) -> MAEDecoder:
     if conv.mae_decoder is not None:
         return conv.mae_decoder
     path = resolve(parse_ref(ref))
-    state = read_state_dict(path if path.is_file() else _weights_in(path, HF_WEIGHTS))
+    state = read_state_dict(path if path.is_file() else weights_in(path, HF_WEIGHTS))
     dec = {k: v for k, v in state.items() if k.startswith(("decoder_", "mask_token"))}
     if not dec:
         raise ValueError(f"{ref}: no MAE decoder weights (Hugging Face ViTMAEForPreTraining or decoder_* keys)")
