@@ -103,6 +103,26 @@ def _monitor_records(task: str, monitor, method: str) -> list[dict]:
             record(task, "monitor", "ssl", "knn_top1_final", [hist[-1][1]], step=hist[-1][0], **extra)]
 
 
+def _fit_batch_to_memory(cfg: RunConfig, source, model, run_dir: Path, log: Log) -> None:
+    """Before the first step of a single-process CPU run: one step's memory measured on a copy of the
+    method with a first real batch (``train/memory.py``), the batch halved until it fits (written to
+    ``config.yaml``), or a one-line refusal when even a small batch does not fit."""
+    from selfsup.train.memory import PROBE_SIZES, check_step_memory
+
+    t = cfg.train
+    if on_gpu(t.accelerator) or t.accelerator == "mps" or distributed.multi_process(t.strategy, t.devices, t.num_nodes):
+        return  # the probe measures this process's RAM, not an accelerator's; one process only
+    try:
+        batch = next(iter(source.loader(PROBE_SIZES[-1], num_workers=0)))
+    except (StopIteration, ValueError, OSError, RuntimeError):
+        return
+    b = check_step_memory(model, batch, t.batch_size, log)
+    if b != t.batch_size:
+        t.batch_size = b
+        if distributed.is_global_zero():
+            dump_config(cfg, run_dir / runs.CONFIG)
+
+
 def _resume_target(resume: str | Path | bool, out: str | Path | None) -> Path | None:
     """The run folder to continue: ``resume`` itself, or ``out`` for ``True`` / "latest" (the folder
     the same command writes). None: ``out`` holds no run yet, so this command starts it there."""
@@ -260,6 +280,7 @@ def pretrain(
     if teacher_enc is not None:
         model.set_teacher(teacher_enc)
     model.prepare(source, run_dir)
+    _fit_batch_to_memory(cfg, source, model, run_dir, log)
     guard, guard_task = _monitor(cfg, spec, log) if cfg.train.monitor else (None, None)
     n_params = sum(p.numel() for p in model.encoder.parameters())
     log(f"pretraining {cfg.method_name} ({n_params / 1e6:.2f}M encoder parameters) on {source.name} "
