@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -41,8 +42,11 @@ def _status_kib(field: str) -> int | None:
 def _reset_peak() -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        fd = os.open("/proc/self/clear_refs", os.O_WRONLY)  # a kernel control, not a result file
+        try:
+            os.write(fd, b"5")
+        finally:
+            os.close(fd)
         return True
     except OSError:
         return False
@@ -94,14 +98,15 @@ def probe_step_bytes(method: torch.nn.Module, batch: dict) -> StepMemory | None:
             probe = copy.deepcopy(method).train()
             base = _status_kib("VmRSS") * 1024
 
-            def step(n: int) -> Callable[[], None]:
+            def step(n: int, net: torch.nn.Module = probe) -> Callable[[], None]:
                 def run() -> None:
-                    probe(_slice(batch, n))["loss"].backward()
-                    probe.zero_grad(set_to_none=True)
+                    net(_slice(batch, n))["loss"].backward()
+                    net.zero_grad(set_to_none=True)
                 return run
 
             step(PROBE_SIZES[0])()  # warm-up: lazy buffers, thread pools
             peaks = [_peak_of(step(n)) for n in PROBE_SIZES]
+            del probe, step  # the copy is freed before training starts
         except Exception:  # noqa: BLE001 - a probe that fails must not stop the run; training will say why
             return None
         finally:
@@ -112,7 +117,6 @@ def probe_step_bytes(method: torch.nn.Module, batch: dict) -> StepMemory | None:
     per_sample = max((p1 - p0) / (n1 - n0), 0.0)
     optimizer = 2 * 4 * sum(p.numel() for p in method.parameters() if p.requires_grad)
     fixed = max(p1 - base - per_sample * n1, 0.0) + optimizer
-    del probe
     return StepMemory(fixed=fixed, per_sample=per_sample)
 
 
